@@ -19,23 +19,41 @@ COMMANDS: dict[str, str] = {
     "report": "ccdn.report.cli",
     "benchmark": "ccdn.benchmark",
 }
+SUMMARIES: dict[str, str] = {
+    "synth": "write synthetic faces in a dataset's real file format",
+    "fetch": "download and verify a dataset (or say what to place where)",
+    "prepare": "crop a raw dataset into the per-split cache",
+    "train": "train a model from a config (resumes by itself)",
+    "evaluate": "evaluate a run: metrics.json, predictions.npz, activation maps",
+    "report": "paper-vs-reproduced tables, CED figures, results/README.md",
+    "benchmark": "print speed/size benchmark tables",
+}
 
 
 class CCDNError(Exception):
     """An error with a message meant for the user (printed without a traceback)."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ccdn", description=__doc__.splitlines()[0])
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The full parser, importing only the chosen command's module (start-up stays fast)."""
+    parser = argparse.ArgumentParser(
+        prog="ccdn",
+        description="CCDN reproducibility harness. Commands: "
+        + "; ".join(f"{name}: {text}" for name, text in SUMMARIES.items()),
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name in COMMANDS.items():
-        module = importlib.import_module(module_name)
-        module.add_parser(sub)
+        if only is None or name == only:
+            importlib.import_module(module_name).add_parser(sub)
+        else:
+            sub.add_parser(name, help=SUMMARIES[name], add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(chosen if chosen in COMMANDS else None)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -46,15 +46,15 @@ def _load_plugins() -> None:
 def list_models(pattern: str = "*") -> list[str]:
     """Sorted names of registered models matching an fnmatch ``pattern``."""
     _load_plugins()
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+    return sorted(n for n in _REGISTRY if "*" not in n and fnmatch.fnmatch(n, pattern))
 
 
 def create_model(name: str, num_landmarks: int, **options) -> nn.Module:
     """Build a registered model. Unknown names raise with the list of known ones."""
     _load_plugins()
-    if name not in _REGISTRY:
+    if name not in _REGISTRY or "*" in name:
         # timm/<anything> is resolved lazily by the baselines package when timm knows the name.
-        resolver = _REGISTRY.get("timm/*") if name.startswith("timm/") else None
+        resolver = _REGISTRY.get("timm/*") if name.startswith("timm/") and "*" not in name else None
         if resolver is not None:
             return resolver(num_landmarks=num_landmarks, timm_name=name.split("/", 1)[1], **options)
         known = ", ".join(list_models())

@@ -1,0 +1,10 @@
+"""Models: the registry plus CCDN, FCDN and the Baseline (registered on import).
+
+``create_model(name, num_landmarks, **options)`` builds any registered model; ``list_models()`` names
+them (``baselines/`` adds its own on first use). See docs/architecture.md, Contract 3.
+"""
+
+from ccdn.models import ccdn as _ccdn  # noqa: F401  (registers "ccdn", "fcdn", "baseline")
+from ccdn.models.registry import create_model, is_model, list_models, register_model
+
+__all__ = ["create_model", "is_model", "list_models", "register_model"]

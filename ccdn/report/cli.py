@@ -1,0 +1,76 @@
+"""``ccdn report {table,figure,summary,readme}``: thin wrappers over the report modules."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG = "config/config.yaml"
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``report`` and its sub-commands on the ``ccdn`` parser."""
+    parser = subparsers.add_parser("report", help="paper-vs-reproduced tables, figures, summary and results README",
+                                   description=__doc__)
+    sub = parser.add_subparsers(dest="report_command", required=True, metavar="WHAT")
+
+    table = sub.add_parser("table", help="Table N (2-7) as .md, .csv and .tex")
+    table.add_argument("number", type=int, choices=range(2, 8), metavar="N", help="paper table number, 2-7")
+    _common(table, "results/tables", "output folder")
+    table.add_argument("--reference", type=Path, default=None,
+                       help="the paper's numbers (default: config/paper_reference.yaml)")
+
+    figure = sub.add_parser("figure", help="Fig. 5 / 7 (CED curves) or Fig. 8 (activation maps)")
+    figure.add_argument("name", choices=("fig5", "fig7", "fig8"))
+    _common(figure, "results/figures", "output folder")
+    figure.add_argument("--metrics-dir", type=Path, default=None,
+                        help="where the CED data CSV goes (default: <results>/metrics)")
+    figure.add_argument("--images", type=int, default=4, help="faces per row of Fig. 8 (default 4)")
+
+    summary = sub.add_parser("summary", help="flat JSON of every run's headline numbers (dvc metrics)")
+    _common(summary, "results/metrics/summary.json", "output file")
+
+    readme = sub.add_parser("readme", help="results/README.md mapping outputs to rules and commands")
+    _common(readme, "results/README.md", "output file")
+    readme.add_argument("--workflow", type=Path, default=Path("workflow"),
+                        help="Snakemake workflow folder whose rules are named in the README")
+
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _common(parser: argparse.ArgumentParser, default_out: str, what: str) -> None:
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"experiment grid (default {DEFAULT_CONFIG})")
+    parser.add_argument("--out", type=Path, default=Path(default_out), help=f"{what} (default {default_out})")
+
+
+def _load_grid(path: str) -> Any:
+    """The experiment grid (imported here so ``ccdn --help`` works without the pipeline module)."""
+    from ccdn.grid import load_grid
+
+    return load_grid(path)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch one ``ccdn report`` sub-command and print the files it wrote."""
+    grid = _load_grid(args.config)
+    if args.report_command == "table":
+        from ccdn.report.tables import write_table
+
+        paths = write_table(grid, args.number, args.out, args.reference)
+    elif args.report_command == "figure":
+        from ccdn.report.figures import write_figure
+
+        paths = write_figure(grid, args.name, args.out, args.metrics_dir, images=args.images)
+    elif args.report_command == "summary":
+        from ccdn.report.summary import write_summary
+
+        paths = [write_summary(grid, args.out)]
+    else:
+        from ccdn.report.readme import write_readme
+
+        paths = [write_readme(grid, args.out, args.config, args.workflow)]
+    for path in paths:
+        print(path)
+    return 0

@@ -1,0 +1,192 @@
+"""The experiment grid (ccdn/grid.py): schema validation, clear errors, run expansion, both configs."""
+
+from __future__ import annotations
+
+import copy
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ccdn.config import load_config
+from ccdn.grid import (
+    FIGURES,
+    TABLES,
+    GridError,
+    grid_from_mapping,
+    load_grid,
+    main,
+    parse_run_name,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ["config/config.yaml", "config/paper.yaml", "config/ci_slurm.yaml"]
+
+
+@pytest.fixture(scope="module")
+def default_mapping() -> dict:
+    return yaml.safe_load((ROOT / "config/config.yaml").read_text())
+
+
+def _grid(mapping: dict):
+    return grid_from_mapping(mapping, source="test.yaml", root=ROOT)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_shipped_configs_load(name: str) -> None:
+    grid = load_grid(ROOT / name, root=ROOT)
+    assert grid.runs and grid.evaluations
+    assert len({run.name for run in grid.runs}) == len(grid.runs)
+    for run in grid.runs:  # every run's training config resolves exactly as `ccdn train` would
+        resolved = load_config(ROOT / grid.base_config, grid.train_overrides(run.name))
+        assert resolved["model"]["name"] == run.experiment.model
+        assert resolved["seed"] == run.seed
+        assert resolved["tracking"]["run_name"] == run.name
+
+
+def test_embedded_default_covers_the_whole_paper() -> None:
+    grid = load_grid(ROOT / "config/config.yaml", root=ROOT)
+    assert grid.synthetic is True
+    assert grid.tables == list(TABLES) and grid.figures == list(FIGURES)
+    by_table = {t: {e.id for e in grid.experiments if t in e.tables} for t in TABLES}
+    # Tables 2-5: Baseline, FCDN, CCDN on each dataset; COFW-68 uses the 300W models.
+    for table, dataset in [("table2", "300w"), ("table3", "300w"), ("table4", "aflw"), ("table5", "wflw")]:
+        models = {grid.experiment(i).model for i in by_table[table] if grid.experiment(i).train == dataset}
+        assert {"baseline", "fcdn", "ccdn"} <= models, table
+    assert all("cofw68" in grid.experiment(i).evaluate for i in by_table["table3"])
+    # Table 6: the five gamma rows of the paper, the chosen one being the main CCDN run (trained once).
+    gammas = sorted(grid.experiment(i).gammas for i in by_table["table6"])
+    assert gammas == sorted([(0.01, 0.01, 0.01), (0.01, 0.01, 0.025), (0.025, 0.01, 0.025),
+                             (0.025, 0.01, 0.05), (0.025, 0.01, 0.1)])
+    assert "ccdn-300w" in by_table["table6"] and "ccdn-300w" in by_table["table2"]
+    # Table 7: P = 1..4 on 300W, AFLW and WFLW, P = 4 being each dataset's main CCDN run.
+    for dataset in ("300w", "aflw", "wflw"):
+        ps = {grid.experiment(i).num_excitations: i for i in by_table["table7"] if grid.experiment(i).train == dataset}
+        assert sorted(ps) == [1, 2, 3, 4]
+        assert ps[4] == f"ccdn-{dataset}"
+    # Registered baselines on 300W.
+    assert {"timm/resnet18", "hg_heatmap"} <= {e.model for e in grid.experiments if e.train == "300w"}
+    # No experiment is trained twice: (model, dataset, P, gammas, overrides) are unique.
+    keys = [(e.model, e.train, e.num_excitations, e.gammas) for e in grid.experiments]
+    assert len(keys) == len(set(keys))
+
+
+def test_paper_config_is_the_same_grid_on_real_data() -> None:
+    default = load_grid(ROOT / "config/config.yaml", root=ROOT)
+    paper = load_grid(ROOT / "config/paper.yaml", root=ROOT)
+    assert paper.experiments == default.experiments, "config/paper.yaml's experiments drifted from config.yaml's"
+    assert paper.synthetic is False
+    assert {spec["source"] for spec in paper.datasets.values()} == {"fetch"}
+    assert len(paper.seeds) == 3 and paper.recipe == {}
+    assert len(paper.runs) == 3 * len(default.runs)
+    # the paper's recipe: ccdn/configs/default.yaml untouched
+    resolved = load_config(ROOT / paper.base_config, paper.train_overrides("ccdn-300w-s2"))
+    assert resolved["model"]["options"] == {"stacks": 4, "channels": 256, "input_size": 128, "num_excitations": 4}
+    assert resolved["optim"]["epochs"] == 120 and resolved["loss"]["gammas"] == [0.025, 0.01, 0.05]
+
+
+def test_run_expansion_names_and_paths(default_mapping: dict) -> None:
+    mapping = copy.deepcopy(default_mapping)
+    mapping["seeds"] = [0, 7]
+    mapping["paths"] = {"runs": "elsewhere/runs", "results": "out"}
+    grid = _grid(mapping)
+    assert len(grid.runs) == 2 * len(grid.experiments)
+    run = grid.run("ccdn-300w-p2-s7")
+    assert (run.experiment.id, run.seed, run.experiment.num_excitations) == ("ccdn-300w-p2", 7, 2)
+    assert parse_run_name(run.name) == ("ccdn-300w-p2", 7)
+    assert grid.run_dir(run.name) == ROOT / "elsewhere/runs/ccdn-300w-p2-s7"
+    assert grid.metrics_path(run.name, "300w") == ROOT / "elsewhere/runs/ccdn-300w-p2-s7/eval/300w/metrics.json"
+    assert grid.predictions_path(run.name, "cofw68").name == "predictions.npz"
+    assert grid.activation_maps_path(run.name, "300w").name == "activation_maps.npz"
+    assert grid.results_dir == ROOT / "out"
+    assert grid.prepared_dir("aflw") == ROOT / "data/prepared/aflw"  # unspecified paths keep their defaults
+    assert grid.table_outputs("table6") == [ROOT / f"out/tables/table6_gamma{ext}" for ext in (".md", ".csv", ".tex")]
+    # baselines have no excitation blocks
+    assert grid.experiment("baseline-300w").num_excitations is None
+    assert grid.experiment("timm-resnet18-300w").num_excitations is None
+    # evaluations: 300W models also on COFW-68
+    evaluated = {(r.name, d) for r, d in grid.evaluations}
+    assert ("ccdn-300w-s0", "cofw68") in evaluated and ("ccdn-aflw-s0", "cofw68") not in evaluated
+    # Fig. 8 compares P = 2 and P = 4 on 300W
+    assert sorted(r.experiment.num_excitations for r, _ in grid.figure_evaluations("fig8") if r.seed == 0) == [2, 4]
+
+
+def test_train_overrides_order_and_quoting(default_mapping: dict) -> None:
+    grid = _grid(default_mapping)
+    args = grid.train_overrides("ccdn-300w-g0.01-0.01-0.01-s0")
+    assert args[:5] == ["seed=0", "model.name=ccdn", "data.dataset=300w",
+                        f"data.root={ROOT / 'data/prepared/300w'}", "tracking.run_name=ccdn-300w-g0.01-0.01-0.01-s0"]
+    # recipe first, experiment overrides last (they win)
+    assert args.index("optim.epochs=6") < args.index("loss.gammas=[0.01, 0.01, 0.01]")
+    assert shlex.split(shlex.join(args)) == args  # survives the shell of the Snakemake rule
+    resolved = load_config(ROOT / grid.base_config, args)
+    assert resolved["loss"]["gammas"] == [0.01, 0.01, 0.01]
+    assert resolved["tracking"]["tags"]["grid_experiment"] == "ccdn-300w-g0.01-0.01-0.01"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needle"),
+    [
+        (lambda m: m.update(sede=[0]), "unknown key(s) ['sede']"),
+        (lambda m: m["experiments"][2].update(tabels=["table2"]), "experiments[2]: unknown key(s) ['tabels']"),
+        (lambda m: m["experiments"][0].update(train="300W"), "experiments[0].train"),
+        (lambda m: m["experiments"][0].update(tables=["table9"]), "experiments[0].tables[0]"),
+        (lambda m: m["datasets"].update(menpo={"source": "synth"}), "datasets"),
+        (lambda m: m["datasets"]["300w"].update(source="download"), "datasets.300w.source"),
+        (lambda m: m.pop("seeds"), "'seeds' is a required property"),
+        (lambda m: m.update(seeds=[]), "seeds"),
+        (lambda m: m["experiments"][1].update(id=m["experiments"][0]["id"]), "duplicate id"),
+        (lambda m: m["experiments"][0].update(train="cofw68"), "has no training split"),
+        (lambda m: m["experiments"][0].update(evaluate=["cofw68"], tables=["table2"]), "listed in table2"),
+        (lambda m: m["datasets"].pop("wflw"), "dataset 'wflw' is not under `datasets:`"),
+        (lambda m: m.update(synthetic=False), "synthetic: false but datasets"),
+        (lambda m: m["recipe"].update({"optim.learning_rate": 0.1}), "recipe: override 'optim.learning_rate=0.1'"),
+        (lambda m: m["experiments"][3].update(overrides={"model.options.num_excitations": 2, "loss.gamas": [1]}),
+         "experiments[3] (baseline-aflw)"),
+        (lambda m: m.update(base_config="nowhere/default.yaml"), "base_config nowhere/default.yaml not found"),
+    ],
+)
+def test_bad_config_names_the_key(default_mapping: dict, mutate, needle: str) -> None:
+    mapping = copy.deepcopy(default_mapping)
+    mutate(mapping)
+    with pytest.raises(GridError) as info:
+        _grid(mapping)
+    assert needle in str(info.value)
+    assert "test.yaml" in str(info.value)  # the file is named
+
+
+def test_load_grid_errors_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(GridError, match="not found"):
+        load_grid(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("experiments: [\n")
+    with pytest.raises(GridError, match=r"bad\.yaml: not valid YAML"):
+        load_grid(bad)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- a\n- b\n")
+    with pytest.raises(GridError, match="must be a YAML mapping"):
+        load_grid(listed)
+
+
+def test_defaults_are_filled(default_mapping: dict) -> None:
+    mapping = {k: v for k, v in copy.deepcopy(default_mapping).items() if k in ("datasets", "seeds", "experiments")}
+    grid = _grid(mapping)
+    assert grid.synthetic is True  # derived: some dataset is synthetic
+    assert dict(grid.paths) == {"raw": "data/raw", "prepared": "data/prepared", "runs": "runs", "results": "results"}
+    assert grid.recipe == {} and grid.prepare == {} and grid.evaluation == {"flip": False}
+    assert grid.base_config == "ccdn/configs/default.yaml"
+    assert grid.experiment("ccdn-300w").overrides == {}
+
+
+def test_resolve_writes_a_loadable_grid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "resolved.yaml"
+    assert main(["resolve", "config/ci_slurm.yaml", "--out", str(out)]) == 0
+    resolved = load_grid(out)
+    original = load_grid("config/ci_slurm.yaml")
+    assert resolved.to_dict() == original.to_dict()
+    assert [r.name for r in resolved.runs] == [r.name for r in original.runs]
+    assert not list(tmp_path.glob(".resolved.yaml.*"))  # no temporary file left behind
+    assert main(["resolve", "--json", '{"seeds": [0]}', "--out", str(tmp_path / "x.yaml")]) == 2
+    assert not (tmp_path / "x.yaml").exists()

@@ -1,0 +1,490 @@
+"""Tests of the report step (ccdn.report): paper numbers, tables, figures, summary, README and CLI.
+
+The runs are faked on disk (metrics.json, config.yaml, predictions.npz, activation_maps.npz) behind a
+small grid object with the attributes of ``ccdn.grid`` (the shared grid contract), so nothing trains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from ccdn.report import SYNTHETIC_MARK, ReportError
+from ccdn.report import cli as report_cli
+from ccdn.report.figures import ced_curve, excitation_runs, write_figure
+from ccdn.report.readme import find_rule, write_readme
+from ccdn.report.reference import load_reference
+from ccdn.report.summary import build_summary, write_summary
+from ccdn.report.tables import build_table, normalise_label, write_table
+
+DEFAULT_GAMMAS = (0.025, 0.01, 0.05)
+SUBSETS = {
+    "300w": ("common", "challenging", "full"),
+    "cofw68": ("full",),
+    "aflw": ("full", "frontal"),
+    "wflw": ("full", "pose", "expression", "illumination", "makeup", "occlusion", "blur"),
+}
+NORMALISERS = {"300w": ("inter_pupil", "inter_ocular"), "cofw68": ("inter_pupil", "inter_ocular"),
+               "aflw": ("face_size",), "wflw": ("inter_ocular", "inter_pupil")}
+
+
+# ------------------------------------------------------------------------------------------- fake grid
+
+
+@dataclass(frozen=True)
+class FakeExperiment:
+    id: str
+    label: str
+    model: str
+    train: str
+    evaluate: tuple[str, ...]
+    tables: tuple[str, ...]
+    num_excitations: int | None = 4
+    gammas: tuple[float, ...] = DEFAULT_GAMMAS
+    overrides: dict = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass(frozen=True)
+class FakeRun:
+    name: str
+    experiment: FakeExperiment
+    seed: int
+
+
+class FakeGrid:
+    """The ``ccdn.grid`` Grid contract, over a temporary folder."""
+
+    def __init__(self, root: Path, experiments: list[FakeExperiment], seeds: list[int], synthetic: bool = True):
+        self.root, self.experiments, self.seeds, self.synthetic = root, experiments, seeds, synthetic
+        self.runs = [FakeRun(f"{e.id}-s{s}", e, s) for e in experiments for s in seeds]
+
+    def run_dir(self, run_name: str) -> Path:
+        return self.root / "runs" / run_name
+
+    def metrics_path(self, run_name: str, dataset: str) -> Path:
+        return self.run_dir(run_name) / "eval" / dataset / "metrics.json"
+
+    def predictions_path(self, run_name: str, dataset: str) -> Path:
+        return self.run_dir(run_name) / "eval" / dataset / "predictions.npz"
+
+    def activation_maps_path(self, run_name: str, dataset: str) -> Path:
+        return self.run_dir(run_name) / "eval" / dataset / "activation_maps.npz"
+
+    def prepared_dir(self, dataset: str) -> Path:
+        return self.root / "data" / "prepared" / dataset
+
+    @property
+    def results_dir(self) -> Path:
+        return self.root / "results"
+
+
+EXPERIMENTS = [
+    FakeExperiment("baseline-300w", "Baseline", "baseline", "300w", ("300w", "cofw68"), ("table2", "table3"),
+                   num_excitations=None, gammas=()),
+    FakeExperiment("ccdn-300w", "CCDN", "ccdn", "300w", ("300w", "cofw68"), ("table2", "table3", "table6", "table7")),
+    FakeExperiment("ccdn-300w-p2", "CCDN", "ccdn", "300w", ("300w",), ("table7",), num_excitations=2),
+    FakeExperiment("ccdn-300w-g1", "CCDN", "ccdn", "300w", ("300w",), ("table6",), gammas=(0.01, 0.01, 0.01)),
+    FakeExperiment("ccdn-aflw", "CCDN", "ccdn", "aflw", ("aflw",), ("table4", "table7")),
+    FakeExperiment("ccdn-wflw", "CCDN", "ccdn", "wflw", ("wflw",), ("table5", "table7")),
+    FakeExperiment("mynet-300w", "MyNet", "mynet", "300w", ("300w",), ("table2",), num_excitations=None),
+]
+BASE = {"baseline-300w": 7.0, "ccdn-300w": 5.0, "ccdn-300w-p2": 5.5, "ccdn-300w-g1": 6.5, "ccdn-aflw": 1.0,
+        "ccdn-wflw": 4.0, "mynet-300w": 8.0}
+OFFSET = {"common": -1.0, "challenging": 0.5, "full": 0.0, "frontal": -0.2, "pose": 3.0, "expression": 0.4,
+          "illumination": 0.1, "makeup": 0.2, "occlusion": 1.0, "blur": 0.6}
+# Per-image errors (fractions) of the 6 challenging faces in every fake predictions.npz.
+CHALLENGING_ERRORS = np.array([0.021, 0.043, 0.061, 0.079, 0.101, 0.125])
+
+
+def fake_nme(experiment_id: str, seed: int, subset: str, normaliser: str) -> float:
+    """NME (%) of a fake run: e.g. ccdn-300w challenging inter-pupil = 6.0 (seed 0) and 6.2 (seed 1)."""
+    return BASE[experiment_id] + OFFSET[subset] + (0.5 if normaliser == "inter_pupil" else 0.0) + 0.2 * seed
+
+
+def write_fake_run(grid: FakeGrid, run: FakeRun) -> None:
+    e = run.experiment
+    run_dir = grid.run_dir(run.name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = {"seed": run.seed, "model": {"name": e.model, "options": {"stacks": 1, "channels": 32, "input_size": 64}},
+              "optim": {"epochs": 2}, "train": {"limit_train_images": 96, "max_steps_per_epoch": None}}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    for dataset in e.evaluate:
+        subsets = {}
+        for subset in SUBSETS[dataset]:
+            nme = {n: fake_nme(e.id, run.seed, subset, n) for n in NORMALISERS[dataset]}
+            subsets[subset] = {"n": 6, "nme": nme, "fr@0.1": {n: v / 2 for n, v in nme.items()},
+                               "auc@0.1": {n: 100 - 5 * v for n, v in nme.items()}}
+        metrics = {"run": run.name, "model": e.model, "train_dataset": e.train, "dataset": dataset, "split": "test",
+                   "seed": run.seed, "synthetic": grid.synthetic, "flip_test": False,
+                   "variant": {"num_excitations": e.num_excitations, "gammas": list(e.gammas)}, "subsets": subsets}
+        path = grid.metrics_path(run.name, dataset)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(metrics))
+        write_fake_predictions(grid.predictions_path(run.name, dataset), dataset, run.seed)
+        if e.model == "ccdn" and dataset == "300w":
+            rng = np.random.default_rng(run.seed)
+            np.savez(grid.activation_maps_path(run.name, dataset),
+                     images=rng.integers(0, 255, (3, 32, 32, 3), dtype=np.uint8),
+                     maps=rng.random((3, 8, 8), dtype=np.float32), num_excitations=np.int64(e.num_excitations))
+
+
+def write_fake_predictions(path: Path, dataset: str, seed: int) -> None:
+    """20 faces: 14 'common' (error 3%) then the 6 'challenging' ones of CHALLENGING_ERRORS."""
+    errors = np.concatenate([np.full(14, 0.03), CHALLENGING_ERRORS])
+    names = np.array(SUBSETS[dataset])
+    masks = np.ones((len(names), 20), dtype=bool)
+    if dataset == "300w":
+        masks[0, 14:] = False  # common
+        masks[1, :14] = False  # challenging
+    arrays = {f"err_{n}": errors + 0.001 * seed for n in NORMALISERS[dataset]}
+    np.savez(path, pred=np.zeros((20, 5, 2), np.float32), gt=np.zeros((20, 5, 2), np.float32),
+             face_ids=np.array([f"face{i}" for i in range(20)]), subset_names=names, subset_masks=masks, **arrays)
+
+
+@pytest.fixture()
+def grid(tmp_path: Path) -> FakeGrid:
+    fake = FakeGrid(tmp_path, EXPERIMENTS, seeds=[0, 1])
+    for run in fake.runs:
+        write_fake_run(fake, run)
+    return fake
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, comment="#")
+
+
+def ours(frame: pd.DataFrame, method: str, subset: str, normaliser: str, metric: str = "nme") -> pd.Series:
+    rows = frame[(frame.method == method) & (frame.subset == subset) & (frame.normaliser == normaliser)
+                 & (frame.metric == metric) & (frame["n"] > 0)]
+    assert len(rows) == 1, rows
+    return rows.iloc[0]
+
+
+# ------------------------------------------------------------------------------------------- reference
+
+
+def test_reference_cells_match_the_paper_text():
+    ref = load_reference()
+    # Values read off the paper's Tables 2-7.
+    assert ref.value(2, "CCDN", "challenging", "nme", "inter_pupil") == 6.02
+    assert ref.value(2, "CCDN", "challenging", "nme", "inter_ocular") == 4.43
+    assert ref.value(2, "Chandran et al.", "common", "nme", "inter_pupil") == 2.83
+    assert ref.value(2, "AWing", "full", "nme", "inter_ocular") == 3.07
+    assert ref.value(3, "CCDN", "full", "failure_rate", "inter_pupil") == 1.12
+    assert ref.value(3, "ODN", "full", "failure_rate", "inter_pupil") is None  # blank in the paper
+    assert ref.value(3, "DRDA", "full", "nme", "inter_pupil") == 6.46
+    assert ref.value(4, "TSR", "frontal", "nme", "face_size") is None  # "-" in the paper
+    assert ref.value(4, "LUVLi", "frontal", "nme", "face_size") == 1.19
+    assert ref.value(5, "CCDN", "pose", "nme", "inter_ocular") == 7.22
+    assert ref.value(5, "CCFS", "pose", "nme", "inter_ocular") == 21.36
+    assert ref.value(5, "FCDN", "makeup", "nme", "inter_ocular") == 4.77
+    assert ref.value(7, "P=2", "full", "nme", "inter_ocular", dataset="wflw") == 4.75
+    assert ref.value(7, "P=3", "full", "nme", "face_size", dataset="aflw") == 1.48
+    assert ref.value(7, "P=1", "challenging", "nme", "inter_pupil", dataset="300w") == 7.41
+    sweep = {cell.gammas: cell.value for cell in ref.table(6)}
+    assert sweep == {(0.01, 0.01, 0.01): 7.21, (0.01, 0.01, 0.025): 6.79, (0.025, 0.01, 0.025): 6.43,
+                     (0.025, 0.01, 0.05): 6.02, (0.025, 0.01, 0.1): 6.22}
+    assert ref.cite(2, "3DDFA") == "CVPR16 [44]"
+
+
+def test_reference_row_and_cell_counts_per_table():
+    ref = load_reference()
+    rows = {n: len(ref.rows(n)) for n in range(2, 8)}
+    assert rows == {2: 18, 3: 12, 4: 14, 5: 10, 6: 5, 7: 4}
+    assert len(ref.rows(2, "inter_pupil")) == 12 and len(ref.rows(2, "inter_ocular")) == 8
+    cells = {n: len(ref.table(n)) for n in range(2, 8)}
+    assert cells == {2: 60, 3: 23, 4: 24, 5: 70, 6: 5, 7: 12}
+    assert ref.rows(2, "inter_pupil")[-3:] == ["Baseline", "FCDN", "CCDN"]
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ({"table": 2, "row": "X", "column": "common", "dataset": "300w", "metric": "nme", "normaliser": "inter_pupil"},
+     "missing keys ['value']"),
+    ({"table": 2, "row": "X", "column": "common", "dataset": "300w", "metric": "mse", "normaliser": "inter_pupil",
+      "value": 1.0}, "metric 'mse' is not one of"),
+    ({"table": 2, "row": "X", "column": "pose", "dataset": "300w", "metric": "nme", "normaliser": "inter_pupil",
+      "value": 1.0}, "column 'pose' is not one of"),
+    ({"table": 6, "row": "X", "column": "challenging", "dataset": "300w", "metric": "nme",
+      "normaliser": "inter_pupil", "value": 1.0}, "Table 6 entries need gammas"),
+])
+def test_reference_rejects_bad_entries_naming_file_and_entry(tmp_path, entry, message):
+    path = tmp_path / "paper_reference.yaml"
+    path.write_text(yaml.safe_dump({"cells": [entry]}))
+    with pytest.raises(ReportError, match="cells\\[0\\]") as info:
+        load_reference(path)
+    assert str(path) in str(info.value) and message in str(info.value)
+
+
+def test_reference_rejects_duplicate_cells(tmp_path):
+    cell = {"table": 4, "row": "X", "column": "full", "dataset": "aflw", "metric": "nme", "normaliser": "face_size",
+            "value": 1.0}
+    path = tmp_path / "ref.yaml"
+    path.write_text(yaml.safe_dump({"cells": [cell, dict(cell, value=2.0)]}))
+    with pytest.raises(ReportError, match=r"cells\[1\] repeats cells\[0\]"):
+        load_reference(path)
+
+
+# ----------------------------------------------------------------------------------------------- tables
+
+
+def test_table2_mean_sd_n_delta_against_the_paper(grid, tmp_path):
+    paths = write_table(grid, 2, tmp_path / "tables")
+    assert [p.name for p in paths] == ["table2_300w.md", "table2_300w.csv", "table2_300w.tex"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert all(p.stat().st_mode & 0o777 == 0o666 & ~umask for p in paths)  # not mkstemp's 0600
+    frame = read_csv(paths[1])
+    # ccdn-300w challenging inter-pupil: seeds give 6.0 and 6.2; the paper prints 6.02.
+    row = ours(frame, "CCDN", "challenging", "inter_pupil")
+    assert row["mean"] == pytest.approx(6.1)
+    assert row["sd"] == pytest.approx(math.sqrt(0.02), abs=1e-4)
+    assert row["n"] == 2
+    assert row["paper"] == pytest.approx(6.02)
+    assert row["delta"] == pytest.approx(0.08, abs=1e-4)
+    assert row["delta_pct"] == pytest.approx(100 * 0.08 / 6.02, abs=1e-4)
+    assert row["runs"] == "ccdn-300w-s0 ccdn-300w-s1"
+    # inter-ocular common: 4.0 and 4.2 against 2.75.
+    row = ours(frame, "CCDN", "common", "inter_ocular")
+    assert (row["mean"], row["paper"]) == (pytest.approx(4.1), pytest.approx(2.75))
+    assert row["delta_pct"] == pytest.approx(100 * (4.1 - 2.75) / 2.75, abs=1e-4)
+    # every paper row is there, with its printed value and no numbers of ours
+    paper_only = frame[(frame.method == "3DDFA") & (frame.subset == "full")].iloc[0]
+    assert paper_only["paper"] == pytest.approx(6.31) and paper_only["n"] == 0 and math.isnan(paper_only["mean"])
+    assert frame[frame.in_paper == 1].groupby("normaliser").method.nunique().to_dict() == {
+        "inter_pupil": 12, "inter_ocular": 8}
+    # a method the paper does not have is an extra row without Δ
+    extra = ours(frame, "MyNet", "full", "inter_pupil")
+    assert extra["in_paper"] == 0 and math.isnan(extra["paper"]) and math.isnan(extra["delta"])
+    assert extra["mean"] == pytest.approx(8.6)
+    assert "2 epochs" in row["recipe"] and "64 px" in row["recipe"]
+
+
+def test_tables_carry_the_synthetic_mark_in_every_format(grid, tmp_path):
+    for number in range(2, 8):
+        for path in write_table(grid, number, tmp_path / "tables"):
+            text = path.read_text(encoding="utf-8")
+            first_lines = "\n".join(text.splitlines()[:6])
+            assert SYNTHETIC_MARK in first_lines, path  # in the title / caption, not buried
+    markdown = (tmp_path / "tables" / "table5_wflw.md").read_text()
+    assert "| CCDN | ours (n=2) |" in markdown and "paper: 128 px, 4 HG" in markdown
+    tex = (tmp_path / "tables" / "table2_300w.tex").read_text()
+    assert r"\caption{" in tex and r"$\pm$" in tex and "inter-pupil distance" in tex
+
+
+def test_real_data_tables_have_no_synthetic_mark(grid, tmp_path):
+    grid.synthetic = False
+    for run in grid.runs:  # the metrics files say real data too
+        for dataset in run.experiment.evaluate:
+            path = grid.metrics_path(run.name, dataset)
+            path.write_text(path.read_text().replace('"synthetic": true', '"synthetic": false'))
+    for path in write_table(grid, 3, tmp_path):
+        assert SYNTHETIC_MARK not in path.read_text()
+
+
+def test_table6_and_table7_match_rows_by_gamma_and_excitations(grid, tmp_path):
+    t6 = read_csv(write_table(grid, 6, tmp_path)[1])
+    default = ours(t6, "γ = (0.025, 0.01, 0.05)", "challenging", "inter_pupil")
+    assert (default["mean"], default["paper"]) == (pytest.approx(6.1), pytest.approx(6.02))
+    swept = ours(t6, "γ = (0.01, 0.01, 0.01)", "challenging", "inter_pupil")
+    assert (swept["mean"], swept["paper"]) == (pytest.approx(7.6), pytest.approx(7.21))
+    t7 = read_csv(write_table(grid, 7, tmp_path)[1])
+    p4_wflw = ours(t7, "P = 4", "full", "inter_ocular")
+    assert (p4_wflw["mean"], p4_wflw["paper"], p4_wflw["dataset"]) == (pytest.approx(4.1), pytest.approx(4.29), "wflw")
+    p4_aflw = ours(t7, "P = 4", "full", "face_size")
+    assert (p4_aflw["mean"], p4_aflw["paper"]) == (pytest.approx(1.1), pytest.approx(1.35))
+    p2 = ours(t7, "P = 2", "challenging", "inter_pupil")
+    assert (p2["mean"], p2["paper"]) == (pytest.approx(6.6), pytest.approx(6.35))
+    assert len(t7[(t7.method == "P = 2") & (t7.n > 0)]) == 1  # only 300W was run with P = 2
+    assert set(t7[t7.in_paper == 1].method) == {"P = 1", "P = 2", "P = 3", "P = 4"}
+
+
+def test_table3_reports_failure_rate_and_marks_missing_paper_cells(grid, tmp_path):
+    frame = read_csv(write_table(grid, 3, tmp_path)[1])
+    fr = ours(frame, "CCDN", "full", "inter_pupil", metric="failure_rate")
+    assert (fr["mean"], fr["paper"]) == (pytest.approx(5.6 / 2), pytest.approx(1.12))
+    odn = frame[frame.method == "ODN"]
+    assert list(odn.metric) == ["nme"]  # the paper prints no failure rate for ODN
+    markdown = (tmp_path / "table3_cofw68.md").read_text()
+    assert "| ODN (CVPR19 [9]) | paper | 5.30 | – |" in markdown
+
+
+def test_missing_metrics_names_the_file_and_the_snakemake_target(grid, tmp_path):
+    missing = grid.metrics_path("ccdn-wflw-s1", "wflw")
+    missing.unlink()
+    with pytest.raises(ReportError) as info:
+        write_table(grid, 5, tmp_path / "tables")
+    assert str(missing) in str(info.value)
+    assert f"snakemake --cores all {missing}" in str(info.value)
+    assert not (tmp_path / "tables" / "table5_wflw.md").exists()  # nothing half-written
+
+
+def test_malformed_metrics_names_the_missing_key(grid, tmp_path):
+    path = grid.metrics_path("ccdn-aflw-s0", "aflw")
+    metrics = json.loads(path.read_text())
+    del metrics["subsets"]["frontal"]
+    path.write_text(json.dumps(metrics))
+    with pytest.raises(ReportError, match="no subset 'frontal'") as info:
+        build_table(grid, 4)
+    assert str(path) in str(info.value)
+
+
+def test_label_normalisation_matches_paper_spellings():
+    assert normalise_label("DU-Net") == normalise_label("du net") == "dunet"
+    assert normalise_label("Liu et al.") == "liuetal"
+
+
+# ---------------------------------------------------------------------------------------------- figures
+
+
+def test_ced_curve_counts_images_at_or_below_each_threshold():
+    curve = ced_curve(np.array([1.0, 2.0, 2.0, 5.0]), np.array([0.0, 1.0, 1.5, 2.0, 4.9, 5.0, 9.0]))
+    assert curve.tolist() == [0.0, 0.25, 0.25, 0.75, 0.75, 1.0, 1.0]
+
+
+def test_ced_figures_and_their_data_are_written(grid, tmp_path):
+    out, metrics_dir = tmp_path / "figures", tmp_path / "metrics"
+    paths = write_figure(grid, "fig5", out, metrics_dir)
+    assert [p.name for p in paths] == ["fig5_ced_300w_challenging.png", "fig5_ced_300w_challenging.pdf",
+                                       "ced_fig5.csv"]
+    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[1].read_bytes()[:5] == b"%PDF-"
+    assert all(p.stat().st_size > 1000 for p in paths[:2])
+    data = pd.read_csv(paths[2])
+    assert list(data.columns) == ["nme", "Baseline", "CCDN", "MyNet"]  # the table2 experiments
+    # challenging errors 2.1, 4.3, 6.1, 7.9, 10.1, 12.5 % (+0.1 for seed 1): 2 of 6 are <= 5 %, 4 of 6 <= 10 %
+    at = data.set_index("nme")
+    assert at.loc[5.0, "CCDN"] == pytest.approx(2 / 6) and at.loc[10.0, "CCDN"] == pytest.approx(4 / 6)
+    assert at.loc[0.0, "CCDN"] == 0 and at["CCDN"].iloc[-1] == 1.0 and at["CCDN"].is_monotonic_increasing
+    paths7 = write_figure(grid, "fig7", out, metrics_dir)
+    assert paths7[0].name == "fig7_ced_aflw_full.png" and paths7[0].stat().st_size > 1000
+    assert list(pd.read_csv(paths7[2]).columns) == ["nme", "CCDN"]
+
+
+def test_fig8_uses_the_p2_and_p4_ccdn_runs_on_300w(grid, tmp_path):
+    runs = excitation_runs(grid)
+    assert {p: run.name for p, run in runs.items()} == {2: "ccdn-300w-p2-s0", 4: "ccdn-300w-s0"}
+    (path,) = write_figure(grid, "fig8", tmp_path, images=2)
+    assert path.name == "fig8_activation_maps.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_fig8_without_a_p2_run_says_what_to_add(grid, tmp_path):
+    grid.experiments = [e for e in grid.experiments if e.id != "ccdn-300w-p2"]
+    grid.runs = [r for r in grid.runs if r.experiment.id != "ccdn-300w-p2"]
+    with pytest.raises(ReportError, match=r"P = \[2\].*num_excitations"):
+        write_figure(grid, "fig8", tmp_path)
+
+
+def write_fake_prepared_test_split(root: Path, face_ids: list[str], challenging: list[str]) -> None:
+    """A prepared test split (Contract 2 keys) whose only meaningful content is subset membership."""
+    n = len(face_ids)
+    root.mkdir(parents=True, exist_ok=True)
+    names = np.array(["common", "challenging", "full"])
+    is_challenging = np.array([f in challenging for f in face_ids])
+    np.savez(root / "test.npz", images=np.zeros((n, 4, 4, 3), np.uint8), landmarks=np.zeros((n, 68, 2), np.float32),
+             to_original=np.zeros((n, 2, 3), np.float32), original_landmarks=np.zeros((n, 68, 2), np.float32),
+             boxes=np.zeros((n, 4), np.float32), face_size=np.ones(n, np.float32), occluded=np.zeros((n, 68), bool),
+             attributes=np.zeros((n, 0), np.uint8), attribute_names=np.array([], dtype=str), subset_names=names,
+             subset_masks=np.stack([~is_challenging, is_challenging, np.ones(n, bool)]), face_ids=np.array(face_ids),
+             meta=np.array(json.dumps({"dataset": "300w", "split": "test", "scheme": "68"})))
+
+
+def test_ced_subset_membership_falls_back_to_the_prepared_split(grid, tmp_path):
+    """Prediction files without subset masks: the challenging faces are looked up by face id."""
+    ids = [f"face{i}" for i in range(20)]
+    write_fake_prepared_test_split(grid.prepared_dir("300w"), ids[::-1], challenging=ids[14:])  # other order
+    for run in grid.runs:
+        if "300w" in run.experiment.evaluate and "table2" in run.experiment.tables:
+            path = grid.predictions_path(run.name, "300w")
+            with np.load(path) as data:
+                arrays = {k: data[k] for k in data.files if k not in ("subset_names", "subset_masks")}
+            np.savez(path, **arrays)
+    paths = write_figure(grid, "fig5", tmp_path, tmp_path)
+    at = pd.read_csv(paths[2]).set_index("nme")
+    assert at.loc[5.0, "CCDN"] == pytest.approx(2 / 6) and at.loc[10.0, "CCDN"] == pytest.approx(4 / 6)
+
+
+def test_missing_predictions_name_the_file(grid, tmp_path):
+    path = grid.predictions_path("baseline-300w-s1", "300w")
+    path.unlink()
+    with pytest.raises(ReportError, match="snakemake --cores all") as info:
+        write_figure(grid, "fig5", tmp_path)
+    assert str(path) in str(info.value)
+
+
+# ------------------------------------------------------------------------------------- summary, README, CLI
+
+
+def test_summary_is_flat_and_holds_each_runs_headline_numbers(grid, tmp_path):
+    path = write_summary(grid, tmp_path / "metrics" / "summary.json")
+    summary = json.loads(path.read_text())
+    assert summary["synthetic"] is True
+    assert all(not isinstance(v, (dict, list)) for v in summary.values())
+    assert summary["ccdn-300w-s1/300w/challenging/nme_inter_pupil"] == pytest.approx(6.2)
+    assert summary["ccdn-aflw-s0/aflw/frontal/nme_face_size"] == pytest.approx(0.8)
+    assert summary["ccdn-300w-s0/cofw68/full/failure_rate_inter_pupil"] == pytest.approx(2.75)
+    assert "ccdn-wflw-s0/wflw/pose/nme_inter_pupil" not in summary  # WFLW is reported inter-ocular only
+    assert build_summary(grid) == summary
+
+
+def test_readme_maps_outputs_to_rules_and_commands(grid, tmp_path, monkeypatch):
+    workflow = tmp_path / "workflow"
+    (workflow / "rules").mkdir(parents=True)
+    (workflow / "rules" / "paper.smk").write_text(
+        "rule paper_table:\n    output: 'x'\n    shell: 'ccdn report table {wildcards.n} --config c --out d'\n\n"
+        "rule paper_figure:\n    shell: 'ccdn report figure {wildcards.fig} --config c --out d'\n\n"
+        "rule paper_summary:\n    shell: 'ccdn report summary --config c --out s'\n\n"
+        "rule activation_maps_figure:\n    shell: 'ccdn report figure fig8 --config c --out d'\n")
+    assert find_rule(workflow, "report table") == "paper_table"
+    assert find_rule(workflow, "report figure", ("report figure fig8",)) == "activation_maps_figure"
+    assert find_rule(workflow, "report figure", ("report figure fig5",)) == "paper_figure"  # the wildcard rule
+    assert find_rule(workflow, "report nothing") == ""
+    results = grid.results_dir
+    write_figure(grid, "fig7", results / "figures", results / "metrics")
+    path = write_readme(grid, results / "README.md", "config/config.yaml", workflow)
+    text = path.read_text()
+    assert SYNTHETIC_MARK.capitalize() in text
+    assert f"`ccdn report table 2 --config config/config.yaml --out {results / 'tables'}`" in text
+    assert "[table7_excitations.csv](tables/table7_excitations.csv)" in text
+    assert "| Table 4 |" in text and "`paper_table`" in text and "`paper_figure`" in text
+    assert "fig8_activation_maps.png) | `activation_maps_figure` |" in text
+    assert "![Fig. 7:" in text and "(figures/fig7_ced_aflw_full.png)" in text  # embedded: it exists
+    assert "not generated yet" in text and "fig5_ced_300w_challenging.png" in text  # fig5 was not made
+    assert "| `ccdn-300w-p2-s1` | CCDN | ccdn | 300w | 300w | table7 |" in text
+
+
+def _cli(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="ccdn")
+    report_cli.add_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(argv)
+
+
+def test_cli_dispatches_each_report_command(grid, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(report_cli, "_load_grid", lambda path: grid)
+    args = _cli(["report", "table", "4", "--config", "grid.yaml", "--out", str(tmp_path / "t")])
+    assert args.func(args) == 0
+    assert (tmp_path / "t" / "table4_aflw.tex").is_file()
+    args = _cli(["report", "summary", "--config", "grid.yaml", "--out", str(tmp_path / "s.json")])
+    assert args.func(args) == 0 and json.loads((tmp_path / "s.json").read_text())["synthetic"] is True
+    args = _cli(["report", "readme", "--config", "grid.yaml", "--out", str(tmp_path / "README.md"),
+                 "--workflow", str(tmp_path / "none")])
+    assert args.func(args) == 0 and "ccdn report figure fig8 --config grid.yaml" in (tmp_path / "README.md").read_text()
+    assert str(tmp_path / "t" / "table4_aflw.md") in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        _cli(["report", "table", "8"])
+
+
+def test_csv_is_readable_without_comment_handling_errors(grid, tmp_path):
+    text = write_table(grid, 4, tmp_path)[1].read_text()
+    lines = [line for line in text.splitlines() if not line.startswith("#")]
+    frame = pd.read_csv(io.StringIO("\n".join(lines)))
+    assert {"method", "paper", "mean", "sd", "n", "delta", "delta_pct", "recipe"} <= set(frame.columns)

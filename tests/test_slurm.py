@@ -1,0 +1,135 @@
+"""A real SLURM run of the reduced grid (config/ci_slurm.yaml) through `snakemake --profile slurm`.
+
+`.ci/slurm_cluster.sh start` installs (apt) and starts a one-node cluster with one fake GPU; the
+test submits the workflow with the repository's slurm profile, checks the jobs went through sbatch
+(Snakemake's log and SLURM's job-completion log) and stops the daemons it started. Needs root and
+apt-get (CI runs as root); elsewhere it is skipped, saying why.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ccdn.grid import load_grid
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+CLUSTER = ROOT / ".ci" / "slurm_cluster.sh"
+# Small requests that fit a 2-CPU CI node. On the command line, --set-resources replaces the
+# workflow profile's per-rule table as a whole, so every rule that goes to SLURM is restated.
+CI_RESOURCES = [
+    "--default-resources", "slurm_partition=cpu", "runtime=20", "mem_mb=1000", "cpus_per_task=1",
+    "--set-resources",
+    "train:gpu=1", "train:cpus_per_task=1", "train:mem_mb=1500", "train:runtime=20",
+    "evaluate:gpu=1", "evaluate:cpus_per_task=1", "evaluate:mem_mb=1500", "evaluate:runtime=20",
+    "prepare:cpus_per_task=1", "prepare:mem_mb=1000", "prepare:runtime=20",
+    "synth:cpus_per_task=1", "synth:mem_mb=1000", "synth:runtime=20",
+]
+
+
+def _skip_reason() -> str | None:
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return "starting a SLURM cluster needs root (CI runs as root)"
+    if shutil.which("apt-get") is None and shutil.which("slurmctld") is None:
+        return "apt-get is not available to install SLURM"
+    return None
+
+
+def _copy_repo(dest: Path) -> Path:
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    for name in filter(None, listed.split("\0")):
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    reason = _skip_reason()
+    if reason:
+        print(f"[slurm] skipped: {reason}")
+        pytest.skip(reason)
+    base = tmp_path_factory.mktemp("slurm")
+    env = {**os.environ, "BASE": str(base), "FAKE_GPUS": "1"}
+    start = time.perf_counter()
+    proc = subprocess.run(["bash", str(CLUSTER), "start"], env=env, capture_output=True, text=True, timeout=900)
+    print(f"[slurm] cluster start: {time.perf_counter() - start:.0f} s\n{proc.stderr[-2000:]}")
+    try:
+        assert proc.returncode == 0, f"{CLUSTER} start failed:\n{proc.stdout}\n{proc.stderr}"
+        yield base
+    finally:
+        stop = subprocess.run(["bash", str(CLUSTER), "stop"], env=env, capture_output=True, text=True, timeout=120)
+        print(f"[slurm] {stop.stderr.strip()}")
+        for pidfile in ("slurmctld.pid", "slurmd.pid"):
+            path = base / "run" / pidfile
+            if path.is_file() and path.read_text().strip():
+                pid = int(path.read_text().strip())
+                assert not _alive(pid), f"{pidfile} ({pid}) still running after stop"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_reduced_grid_runs_through_sbatch(cluster: Path, tmp_path: Path) -> None:
+    copy = _copy_repo(tmp_path / "repo")
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = str(copy)
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{copy / 'mlflow.db'}"
+    cmd = [
+        str(BIN / "snakemake"), "--profile", "slurm", "--configfile", "config/ci_slurm.yaml",
+        "--jobs", "4", "--latency-wait", "10",
+        "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
+        "--slurm-keep-successful-logs", "--slurm-logdir", "logs/slurm",
+        *CI_RESOURCES,
+    ]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=copy, env=env, capture_output=True, text=True, timeout=1200)
+    elapsed = time.perf_counter() - start
+    log = proc.stdout + proc.stderr
+    print(f"[slurm] snakemake --profile slurm (reduced grid): {elapsed:.0f} s")
+    assert proc.returncode == 0, f"snakemake via SLURM failed:\n{log[-8000:]}"
+
+    grid = load_grid(copy / "config/ci_slurm.yaml")
+    assert "Using profiles slurm" in log
+    # every non-local job was submitted with sbatch and got a SLURM job id
+    submitted = re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", log)
+    remote_jobs = len(grid.runs) + len(grid.evaluations) + 2 * len(grid.used_datasets)  # train, evaluate, synth, prepare
+    assert len(submitted) == remote_jobs, log[-4000:]
+    slurm_ids = {sid for _, sid in submitted}
+    # ... and SLURM ran them to completion (job-completion log of the cluster)
+    jobcomp = (cluster / "log" / "jobcomp.txt").read_text()
+    records = {m["id"]: m["line"] for m in re.finditer(r"^(?P<line>JobId=(?P<id>\d+) .*)$", jobcomp, re.MULTILINE)}
+    completed = {i for i, line in records.items() if "JobState=COMPLETED" in line}
+    assert slurm_ids <= completed, f"not completed in SLURM: {slurm_ids - completed}\n{jobcomp[-3000:]}"
+    # which rule each SLURM job ran (the plugin logs to logs/slurm/rule_<rule>/<wildcards>/<jobid>.log)
+    rule_of = {m[1]: m[2] for m in re.finditer(r"SLURM jobid (\d+) \(log: \S*rule_(\w+)/", log)}
+    assert sorted(rule_of.values()) == sorted(
+        ["synth"] * 2 + ["prepare"] * 2 + ["train"] * len(grid.runs) + ["evaluate"] * len(grid.evaluations))
+    # GPU rules asked SLURM for a GPU (resource gpu: 1 -> sbatch --gpus=1); CPU rules did not
+    for slurm_id, rule in rule_of.items():
+        wants_gpu = rule in ("train", "evaluate")
+        assert ("gres/gpu=1" in records[slurm_id]) == wants_gpu, f"{rule}: {records[slurm_id]}"
+    # the reduced grid's results came back
+    for table in grid.tables:
+        assert all(p.is_file() for p in (copy / t for t in grid.table_outputs(table)))
+    assert (copy / grid.readme_path).is_file()
+    for run in grid.runs:
+        assert (copy / grid.run_dir(run.name) / "model.pt").is_file()

@@ -1,0 +1,171 @@
+# Imports, the validated experiment grid and every input/params function of the pipeline.
+# The grid (runs, names, paths) comes from ccdn.grid, the same code `ccdn report` uses.
+
+import json
+import os
+import re
+import shlex
+
+from ccdn.grid import FIGURES, TABLES, grid_from_mapping
+
+
+def config_source():
+    """The config file this run uses, for error messages."""
+    files = [str(f) for f in workflow.overwrite_configfiles]
+    return ", ".join(files) if files else "config/config.yaml"
+
+
+GRID = grid_from_mapping(config, source=config_source())
+GRID_FILE = str(GRID.results_dir / "config.yaml")  # the resolved grid `ccdn report` reads
+STEM_TO_TABLE = {stem: table for table, stem in TABLES.items()}
+
+
+def _alternatives(names):
+    """A wildcard constraint matching exactly these names."""
+    return "|".join(re.escape(str(n)) for n in names) or "(?!x)x"
+
+
+wildcard_constraints:
+    dataset=_alternatives(GRID.datasets),
+    run=_alternatives(run.name for run in GRID.runs),
+    stem=_alternatives(TABLES.values()),
+
+
+# ---- targets -------------------------------------------------------------------------------
+
+
+def raw_marker(dataset):
+    """The file that proves a dataset's raw folder is complete (what `prepare` depends on)."""
+    name = "SYNTHETIC.json" if GRID.datasets[dataset]["source"] == "synth" else ".fetched"
+    return str(GRID.raw_dir(dataset) / name)
+
+
+def raw_data_targets():
+    return [raw_marker(d) for d in GRID.used_datasets]
+
+
+def prepared_data_targets():
+    return [str(GRID.prepared_dir(d)) for d in GRID.used_datasets]
+
+
+def model_targets():
+    return [str(GRID.run_dir(run.name) / "model.pt") for run in GRID.runs]
+
+
+def evaluation_targets():
+    return [str(GRID.metrics_path(run.name, d)) for run, d in GRID.evaluations]
+
+
+def table_targets():
+    return [str(p) for table in GRID.tables for p in GRID.table_outputs(table)]
+
+
+def figure_targets():
+    """Figure files plus, for CED figures, their curves as CSV (DVC plots)."""
+    files = []
+    for fig in GRID.figures:
+        files += [str(p) for p in GRID.figure_outputs(fig)]
+        files += [str(GRID.ced_data_path(fig))] if FIGURES[fig].ced else []
+    return files
+
+
+def final_outputs():
+    """Every table and figure the grid can make, the metrics summary and results/README.md."""
+    return table_targets() + figure_targets() + [str(GRID.summary_path), str(GRID.readme_path)]
+
+
+# ---- data -----------------------------------------------------------------------------------
+
+
+def synth_datasets():
+    return [d for d, spec in GRID.datasets.items() if spec["source"] == "synth"]
+
+
+def fetch_datasets():
+    return [d for d, spec in GRID.datasets.items() if spec["source"] == "fetch"]
+
+
+def raw_input(wildcards):
+    return raw_marker(wildcards.dataset)
+
+
+def raw_dir(wildcards):
+    return str(GRID.raw_dir(wildcards.dataset))
+
+
+def synth_arguments(wildcards):
+    return shlex.join(GRID.synth_arguments(wildcards.dataset))
+
+
+def prepare_settings(wildcards):
+    return shlex.join(GRID.prepare_overrides())
+
+
+# ---- training and evaluation ----------------------------------------------------------------
+
+
+def train_data(wildcards):
+    return str(GRID.prepared_dir(GRID.run(wildcards.run).experiment.train))
+
+
+def run_dir(wildcards):
+    return str(GRID.run_dir(wildcards.run))
+
+
+def train_overrides(wildcards):
+    return shlex.join(GRID.train_overrides(wildcards.run))
+
+
+def test_data(wildcards):
+    return str(GRID.prepared_dir(wildcards.dataset))
+
+
+def eval_dir(wildcards):
+    return str(GRID.eval_dir(wildcards.run, wildcards.dataset))
+
+
+def evaluate_flags(wildcards):
+    return "--flip" if GRID.evaluation.get("flip") else ""
+
+
+# ---- reports --------------------------------------------------------------------------------
+
+
+def grid_json(wildcards):
+    """The merged config as JSON (a params value, so editing the config re-resolves the grid)."""
+    return json.dumps(GRID.to_dict(), sort_keys=True)
+
+
+def table_inputs(wildcards):
+    table = STEM_TO_TABLE[wildcards.stem]
+    return [str(GRID.metrics_path(run.name, d)) for run, d in GRID.table_evaluations(table)]
+
+
+def table_number(wildcards):
+    return STEM_TO_TABLE[wildcards.stem].removeprefix("table")
+
+
+def output_folder(wildcards, output):
+    """The folder of a rule's first output (report commands take a folder, not file names)."""
+    return os.path.dirname(output[0])
+
+
+def figure_metrics(figure):
+    """The evaluations a figure is drawn from (their metrics.json; predictions/maps sit next to them)."""
+    return [str(GRID.metrics_path(run.name, d)) for run, d in GRID.figure_evaluations(figure)]
+
+
+def figure_files(figure):
+    return [str(p) for p in GRID.figure_outputs(figure)]
+
+
+def ced_data(figure):
+    return str(GRID.ced_data_path(figure))
+
+
+def all_metrics(wildcards):
+    return evaluation_targets()
+
+
+def readme_inputs(wildcards):
+    return table_targets() + figure_targets() + [str(GRID.summary_path)]
