@@ -73,7 +73,7 @@ write_config() {
     printf '%s\nAutoDetect=off\nNodeName=%s Name=gpu File=%s/fakedev/gpu[0-%d]\n' \
       "$MARK" "$host" "$BASE" $((FAKE_GPUS - 1)) > "$GRES_CONF"
     gres_node="Gres=gpu:$FAKE_GPUS"
-    gres_types=$'GresTypes=gpu\nAccountingStorageTRES=gres/gpu'   # GPUs show in jobcomp's Tres=
+    gres_types="GresTypes=gpu"
   fi
   cat > "$CONF.tmp" <<EOF
 $MARK
@@ -98,7 +98,7 @@ SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=500
-MinJobAge=300
+MinJobAge=3600
 ReturnToService=2
 MpiDefault=none
 $gres_types
@@ -116,8 +116,10 @@ start_daemon() {  # name, pid file
   fi
   "$name"
   for _ in $(seq 50); do [[ -s $pidfile ]] && break; sleep 0.1; done
-  [[ -s $pidfile ]] || die "$name did not start; see $BASE/log/$name.log"
+  [[ -s $pidfile ]] || die "$name did not start: $(tail -3 "$BASE/log/$name.log" 2>/dev/null)"
   echo "$name $(cat "$pidfile")" >> "$STARTED"
+  sleep 1  # a bad config makes the daemon exit right after writing its PID file
+  alive "$(cat "$pidfile")" || die "$name exited: $(grep -E 'fatal|error' "$BASE/log/$name.log" | tail -3)"
 }
 
 cmd_start() {
@@ -128,26 +130,34 @@ cmd_start() {
   write_config
   start_daemon slurmctld "$BASE/run/slurmctld.pid"
   start_daemon slurmd "$BASE/run/slurmd.pid"
-  for _ in $(seq 120); do
-    sinfo -h -o %t 2>/dev/null | grep -qx idle && break
+  local deadline=$((SECONDS + 60))
+  until timeout 5 sinfo -h -o %t 2>/dev/null | grep -qx idle; do
+    (( SECONDS < deadline )) || die "node never became idle: $(timeout 5 sinfo 2>&1); see $BASE/log"
     sleep 0.5
   done
-  sinfo -h -o %t | grep -qx idle || die "node never became idle: $(sinfo 2>&1); see $BASE/log"
   timeout 60 srun -t 1 hostname >/dev/null || die "srun does not run jobs; see $BASE/log/slurmctld.log"
   log "cluster up: $(sinfo -h -o '%P %D %t %c CPUs %m MB %G')"
   log "jobcomp log: $BASE/log/jobcomp.txt"
 }
 
 cmd_stop() {
-  [[ -f $STARTED ]] || { log "nothing recorded in $STARTED; nothing to stop"; return; }
-  # stop in reverse start order: slurmd, slurmctld, munged
-  tac "$STARTED" | while read -r name pid; do
-    if alive "$pid"; then
-      kill "$pid" && log "stopped $name ($pid)"
-      for _ in $(seq 50); do alive "$pid" || break; sleep 0.1; done
-    fi
+  if [[ -f $STARTED ]]; then
+    # stop in reverse start order: slurmd, slurmctld, munged
+    tac "$STARTED" | while read -r name pid; do
+      if alive "$pid"; then
+        kill "$pid" && log "stopped $name ($pid)"
+        for _ in $(seq 50); do alive "$pid" || break; sleep 0.1; done
+      fi
+    done
+    rm -f "$STARTED"
+  else
+    log "nothing recorded in $STARTED; no daemon to stop"
+  fi
+  # Remove our config too: with a slurm.conf naming a dead controller every SLURM client call (and
+  # so every `snakemake` start, whose slurm plugin asks `scontrol show config`) waits ~10 s.
+  for f in "$CONF" "$GRES_CONF"; do
+    if [[ -f $f ]] && grep -qF "$MARK" "$f"; then rm -f "$f" && log "removed $f"; fi
   done
-  rm -f "$STARTED"
 }
 
 case ${1:-} in

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -56,12 +57,13 @@ def _copy_repo(dest: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory):
+def cluster():
     reason = _skip_reason()
     if reason:
         print(f"[slurm] skipped: {reason}")
         pytest.skip(reason)
-    base = tmp_path_factory.mktemp("slurm")
+    # Not under pytest's basetemp: a concurrent pytest session may prune it while daemons use it.
+    base = Path(tempfile.mkdtemp(prefix="ccdn-slurm-"))
     env = {**os.environ, "BASE": str(base), "FAKE_GPUS": "1"}
     start = time.perf_counter()
     proc = subprocess.run(["bash", str(CLUSTER), "start"], env=env, capture_output=True, text=True, timeout=900)
@@ -77,6 +79,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
             if path.is_file() and path.read_text().strip():
                 pid = int(path.read_text().strip())
                 assert not _alive(pid), f"{pidfile} ({pid}) still running after stop"
+        assert not Path("/etc/slurm/slurm.conf").is_file() or "ccdn-repro" not in Path("/etc/slurm/slurm.conf").read_text()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:
@@ -87,8 +91,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def test_reduced_grid_runs_through_sbatch(cluster: Path, tmp_path: Path) -> None:
-    copy = _copy_repo(tmp_path / "repo")
+@pytest.fixture
+def repo_copy():
+    with tempfile.TemporaryDirectory(prefix="ccdn-slurm-repo-") as tmp:
+        yield _copy_repo(Path(tmp))
+
+
+def test_reduced_grid_runs_through_sbatch(cluster: Path, repo_copy: Path) -> None:
+    copy = repo_copy
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONPATH"] = str(copy)
@@ -125,8 +135,9 @@ def test_reduced_grid_runs_through_sbatch(cluster: Path, tmp_path: Path) -> None
         ["synth"] * 2 + ["prepare"] * 2 + ["train"] * len(grid.runs) + ["evaluate"] * len(grid.evaluations))
     # GPU rules asked SLURM for a GPU (resource gpu: 1 -> sbatch --gpus=1); CPU rules did not
     for slurm_id, rule in rule_of.items():
-        wants_gpu = rule in ("train", "evaluate")
-        assert ("gres/gpu=1" in records[slurm_id]) == wants_gpu, f"{rule}: {records[slurm_id]}"
+        job = subprocess.run(["scontrol", "-o", "show", "job", slurm_id], capture_output=True, text=True).stdout
+        assert f"JobId={slurm_id} " in job, f"SLURM forgot job {slurm_id} ({rule})"
+        assert ("TresPerJob=gres:gpu:1" in job) == (rule in ("train", "evaluate")), f"{rule}: {job}"
     # the reduced grid's results came back
     for table in grid.tables:
         assert all(p.is_file() for p in (copy / t for t in grid.table_outputs(table)))

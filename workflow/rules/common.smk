@@ -70,8 +70,13 @@ def figure_targets():
 
 
 def final_outputs():
-    """Every table and figure the grid can make, the metrics summary and results/README.md."""
-    return table_targets() + figure_targets() + [str(GRID.summary_path), str(GRID.readme_path)]
+    """Every model, evaluation, table and figure of the grid, the metrics summary and results/README.md.
+
+    Models and evaluations are targets themselves (not only intermediates), so that deleting one
+    run's model.pt retrains that run and then refreshes exactly what depends on it.
+    """
+    reports = table_targets() + figure_targets() + [str(GRID.summary_path), str(GRID.readme_path)]
+    return model_targets() + evaluation_targets() + reports
 
 
 # ---- data -----------------------------------------------------------------------------------
@@ -91,6 +96,11 @@ def raw_input(wildcards):
 
 def raw_dir(wildcards):
     return str(GRID.raw_dir(wildcards.dataset))
+
+
+def raw_root(wildcards):
+    """`ccdn fetch --root` takes the folder holding every dataset's raw folder."""
+    return str(GRID.raw_dir(wildcards.dataset).parent)
 
 
 def synth_arguments(wildcards):

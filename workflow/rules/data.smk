@@ -29,7 +29,7 @@ rule fetch:
     log:
         "logs/fetch/{dataset}.log",
     params:
-        root=raw_dir,
+        root=raw_root,
     wildcard_constraints:
         dataset=_alternatives(fetch_datasets()),
     conda:
