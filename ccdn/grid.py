@@ -30,6 +30,8 @@ from typing import Any
 
 import yaml
 
+from ccdn.config import ConfigError, load_config
+
 DATASETS: tuple[str, ...] = ("300w", "cofw68", "aflw", "wflw")
 TEST_ONLY_DATASETS: frozenset[str] = frozenset({"cofw68"})  # COFW-68 is evaluated with the 300W model
 
@@ -81,8 +83,11 @@ SCHEMA_RELATIVE = Path("workflow/schemas/config.schema.yaml")
 RUN_NAME_RE = re.compile(r"^(?P<id>.+)-s(?P<seed>\d+)$")
 
 
-class GridError(ValueError):
-    """A grid config that cannot be used; the message names the file, the key and the fix."""
+class GridError(ConfigError):
+    """A grid config that cannot be used; the message names the file, the key and the fix.
+
+    A ConfigError, so `ccdn report --config BAD` prints it as one plain line (ccdn/cli.py).
+    """
 
 
 @dataclass(frozen=True)
@@ -307,7 +312,9 @@ class Grid:
 # ----------------------------------------------------------------------------------------------
 
 
-def load_grid(path: str | os.PathLike[str] = "config/config.yaml", *, root: str | os.PathLike[str] | None = None) -> Grid:
+def load_grid(
+    path: str | os.PathLike[str] = "config/config.yaml", *, root: str | os.PathLike[str] | None = None
+) -> Grid:
     """Read, validate and expand a grid config; errors name the file, the key and the fix."""
     path = Path(path)
     if not path.is_file():
@@ -421,13 +428,17 @@ def _check_experiments(experiments: list[Experiment], datasets: Mapping[str, Any
         seen.add(e.id)
         for name in (e.train, *e.evaluate):
             if name not in datasets:
-                problems.append(f"{where}: dataset {name!r} is not under `datasets:`; add it there (source: synth|fetch)")
+                problems.append(
+                    f"{where}: dataset {name!r} is not under `datasets:`; add it there (source: synth|fetch)"
+                )
         if e.train in TEST_ONLY_DATASETS:
             problems.append(f"{where}: train: {e.train} has no training split; train on 300w and evaluate on {e.train}")
         for table in e.tables:
             wanted = TABLE_DATASETS[table]
             if not set(wanted) & set(e.evaluate):
-                problems.append(f"{where}: listed in {table} but evaluates none of {list(wanted)}; add one to `evaluate`")
+                problems.append(
+                    f"{where}: listed in {table} but evaluates none of {list(wanted)}; add one to `evaluate`"
+                )
     if problems:
         raise GridError("invalid grid config:\n  " + "\n  ".join(problems))
 
@@ -466,8 +477,6 @@ def resolve_training_config(
     Doing it here (not at training time) turns a typo in `recipe`/`overrides` into an error before
     the pipeline starts, and gives each experiment its P and gammas for the tables.
     """
-    from ccdn.config import ConfigError, load_config
-
     path = Path(base_config)
     if root is not None and not path.is_absolute():
         path = root / path

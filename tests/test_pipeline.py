@@ -68,7 +68,9 @@ def run(cmd: list[str], copy: Path, timeout: float = 600, check: bool = True) ->
     elapsed = time.perf_counter() - start
     print(f"[pipeline] {' '.join(cmd)}: {elapsed:.1f} s (exit {proc.returncode})")
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+        )
     proc.elapsed = elapsed  # type: ignore[attr-defined]
     return proc
 
@@ -112,7 +114,7 @@ def full_run(copy: Path) -> Path:
     proc = snakemake(copy, "--cores", "all", timeout=FULL_RUN_TIMEOUT_S, check=False)
     if proc.returncode != 0:
         logs = sorted((copy / "logs").rglob("*.log")) if (copy / "logs").is_dir() else []
-        failed = [p for p in logs if "Traceback" in p.read_text(errors="replace") or "error" in p.read_text(errors="replace")]
+        failed = [p for p in logs if re.search(r"Traceback|error", p.read_text(errors="replace"))]
         details = "\n".join(f"--- {p.relative_to(copy)}\n{p.read_text(errors='replace')[-3000:]}" for p in failed[:3])
         raise AssertionError(f"snakemake --cores all failed:\n{proc.stderr[-6000:]}\n{details}")
     print(f"[pipeline] embedded default end to end: {proc.elapsed:.0f} s")  # type: ignore[attr-defined]

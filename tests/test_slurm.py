@@ -79,7 +79,8 @@ def cluster():
             if path.is_file() and path.read_text().strip():
                 pid = int(path.read_text().strip())
                 assert not _alive(pid), f"{pidfile} ({pid}) still running after stop"
-        assert not Path("/etc/slurm/slurm.conf").is_file() or "ccdn-repro" not in Path("/etc/slurm/slurm.conf").read_text()
+        conf = Path("/etc/slurm/slurm.conf")
+        assert not conf.is_file() or "ccdn-repro" not in conf.read_text(), "stop left our slurm.conf behind"
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -121,7 +122,8 @@ def test_reduced_grid_runs_through_sbatch(cluster: Path, repo_copy: Path) -> Non
     assert "Using profiles slurm" in log
     # every non-local job was submitted with sbatch and got a SLURM job id
     submitted = re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", log)
-    remote_jobs = len(grid.runs) + len(grid.evaluations) + 2 * len(grid.used_datasets)  # train, evaluate, synth, prepare
+    # train, evaluate, synth and prepare go to SLURM; the report rules are local
+    remote_jobs = len(grid.runs) + len(grid.evaluations) + 2 * len(grid.used_datasets)
     assert len(submitted) == remote_jobs, log[-4000:]
     slurm_ids = {sid for _, sid in submitted}
     # ... and SLURM ran them to completion (job-completion log of the cluster)
