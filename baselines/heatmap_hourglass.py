@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ccdn.models.hourglass import BACKBONE_STYLES, ConvBlock, Hourglass, stem
+from ccdn.models.hourglass import BACKBONE_STYLES, Hourglass, post_stack_block, stem
 from ccdn.models.registry import register_model
 
 DECODERS = ("dark", "integral")
@@ -165,15 +165,7 @@ class HeatmapHourglass(nn.Module):
                 f"use a multiple of {self.stride * 2**depth}"
             )
         self.hourglasses = nn.ModuleList(Hourglass(depth, channels, style) for _ in range(stacks))
-        self.post = nn.ModuleList(
-            nn.Sequential(
-                ConvBlock(channels, channels),
-                nn.Conv2d(channels, channels, 1, bias=False),
-                nn.BatchNorm2d(channels),
-                nn.ReLU(inplace=True),
-            )
-            for _ in range(stacks)
-        )
+        self.post = nn.ModuleList(post_stack_block(channels) for _ in range(stacks))
         self.heatmap_heads = nn.ModuleList(nn.Conv2d(channels, num_landmarks, 1) for _ in range(stacks))
         self.merge_features = nn.ModuleList(nn.Conv2d(channels, channels, 1) for _ in range(stacks - 1))
         self.merge_heatmaps = nn.ModuleList(nn.Conv2d(num_landmarks, channels, 1) for _ in range(stacks - 1))

@@ -95,6 +95,16 @@ def stem(style: str, channels: int) -> tuple[nn.Sequential, int]:
     return nn.Sequential(*layers), 4
 
 
+def post_stack_block(channels: int) -> nn.Sequential:
+    """Residual + "lin" (1×1 conv, BN, ReLU) after each hourglass (Newell et al.); shared with hg_heatmap."""
+    return nn.Sequential(
+        ConvBlock(channels, channels),
+        nn.Conv2d(channels, channels, 1, bias=False),
+        nn.BatchNorm2d(channels),
+        nn.ReLU(inplace=True),
+    )
+
+
 class StackedHourglass(nn.Module):
     """``stacks`` hourglasses over a stem; returns one ``(B, channels, S/stride, S/stride)`` map."""
 
@@ -122,15 +132,7 @@ class StackedHourglass(nn.Module):
             )
         self.channels = channels
         self.hourglasses = nn.ModuleList(Hourglass(depth, channels, style) for _ in range(stacks))
-        self.post = nn.ModuleList(
-            nn.Sequential(
-                ConvBlock(channels, channels),
-                nn.Conv2d(channels, channels, 1, bias=False),
-                nn.BatchNorm2d(channels),
-                nn.ReLU(inplace=True),
-            )
-            for _ in range(stacks)
-        )
+        self.post = nn.ModuleList(post_stack_block(channels) for _ in range(stacks))
         self.merges = nn.ModuleList(nn.Conv2d(channels, channels, 1) for _ in range(stacks - 1))
 
     def forward(self, images: Tensor) -> Tensor:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ccdn.data.errors import DataFormatError
-from ccdn.data.formats.common import MAX_LISTED, box_from_xywh_one_based, format_error, to_rgb_array
+from ccdn.data.formats.common import box_from_xywh_one_based, format_error, list_paths, to_rgb_array
 from ccdn.data.formats.matlab import as_matrix, load_mat, save_mat_v5, save_mat_v73
 from ccdn.data.records import RawFace
 
@@ -136,11 +136,9 @@ def read_cofw68(raw_root: Path, check_image_files: bool = True, progress: bool =
 def _check_point_files(paths: list[Path], expected: int) -> None:
     missing = [p for p in paths if not p.is_file()]
     if missing:
-        listed = "\n  ".join(str(p) for p in missing[:MAX_LISTED])
-        more = f"\n  ... and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else ""
         raise DataFormatError(
             f"{paths[0].parent}: {len(missing)} of {expected} COFW-68 point files are missing "
-            f"(one per box in {BOXES_MAT}):\n  {listed}{more}\nFix: {_FIX_COFW68}"
+            f"(one per box in {BOXES_MAT}):\n  {list_paths(missing)}\nFix: {_FIX_COFW68}"
         )
 
 

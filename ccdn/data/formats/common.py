@@ -26,9 +26,17 @@ __all__ = [
     "write_text_atomic",
     "write_bytes_atomic",
     "MAX_LISTED",
+    "list_paths",
 ]
 
 MAX_LISTED = 5  # how many missing/unreadable paths an error message lists
+
+
+def list_paths(paths: list[Path]) -> str:
+    """The first MAX_LISTED paths, one per line, and how many more there are (for error messages)."""
+    listed = "\n  ".join(str(p) for p in paths[:MAX_LISTED])
+    more = f"\n  ... and {len(paths) - MAX_LISTED} more" if len(paths) > MAX_LISTED else ""
+    return listed + more
 
 
 def format_error(path: Path | str, problem: str, fix: str, line: int | None = None) -> DataFormatError:
@@ -47,11 +55,9 @@ def check_images(faces: Iterable[RawFace], fix: str, progress: bool = False) -> 
     paths = sorted({face.image_path for face in faces if face.image is None})
     missing = [p for p in paths if not p.is_file()]
     if missing:
-        listed = "\n  ".join(str(p) for p in missing[:MAX_LISTED])
-        more = f"\n  ... and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else ""
         raise DataFormatError(
             f"{len(missing)} of {len(paths)} image files referenced by the annotations are missing:\n  "
-            f"{listed}{more}\nFix: {fix}"
+            f"{list_paths(missing)}\nFix: {fix}"
         )
     iterator: Iterable[Path] = paths
     if progress:
