@@ -136,6 +136,15 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return keys, value
 
 
+def parse_key_values(items: Iterable[str]) -> dict[str, Any]:
+    """``["enlarge=1.25", "box=landmarks"]`` → ``{"enlarge": 1.25, "box": "landmarks"}`` (YAML values, keys kept as written)."""
+    result: dict[str, Any] = {}
+    for item in items:
+        keys, value = parse_override(item)
+        result[".".join(keys)] = value
+    return result
+
+
 def validate_config(config: Mapping[str, Any]) -> None:
     """Check the values whose mistakes would otherwise surface deep inside training."""
     for dotted, allowed in CHOICES.items():

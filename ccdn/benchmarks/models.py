@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
+from ccdn.config import parse_key_values
 from ccdn.losses import COORD_LOSSES, compute_loss
 from ccdn.models import create_model, list_models
 from ccdn.models.ctm import covariance, isqrt_cov
@@ -54,17 +55,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def parse_options(pairs: list[str]) -> dict:
-    """``KEY=VALUE`` strings → options; values are YAML so numbers and null parse naturally."""
-    import yaml
-
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--option expects KEY=VALUE, got {pair!r}")
-        options[key.strip()] = yaml.safe_load(value)
-    return options
 
 
 @dataclass
@@ -210,7 +200,7 @@ def load_line() -> str:
 
 def ablation_tables(args: argparse.Namespace, device: torch.device) -> None:
     figures: list[ModelFigures] = []
-    extra = parse_options(args.option)
+    extra = parse_key_values(args.option)
     for size in args.sizes:
         subjects = [prepare_subject(name, {**SIZES[size], **extra}, args, device) for name in ABLATION_MODELS]
         figures += measure_interleaved(subjects, size, args, device)

@@ -24,12 +24,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import yaml
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 import ccdn
 from ccdn.cli import CCDNError
+from ccdn.config import parse_key_values
 from ccdn.data.augment import apply_affine, warp_affine
 from ccdn.data.errors import DataFormatError
 from ccdn.data.records import RawFace
@@ -115,13 +115,7 @@ class PrepareSettings:
 
 def parse_overrides(items: Sequence[str]) -> dict[str, object]:
     """``["enlarge=1.25", "box=landmarks"]`` -> ``{"enlarge": 1.25, "box": "landmarks"}`` (YAML values)."""
-    result: dict[str, object] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise CCDNError(f"setting {item!r} is not of the form key=value (e.g. enlarge=1.25)")
-        result[key.strip()] = yaml.safe_load(value)
-    return result
+    return parse_key_values(items)
 
 
 # ----------------------------------------------------------------------------------------- geometry
