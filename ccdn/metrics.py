@@ -1,7 +1,7 @@
 """Landmark metrics: per-image NME under each normaliser, failure rate, AUC and CED.
 
 Papers in this field disagree on normalisers (inter-pupil vs inter-ocular, face size vs diagonal;
-``research/datasets.md`` §3), so the normaliser is always named explicitly and the eye indices come
+``docs/research/datasets.md`` §3), so the normaliser is always named explicitly and the eye indices come
 from the landmark scheme, never from a guess at the dataset. Everything here returns fractions;
 callers multiply by 100 for the tables.
 """

@@ -1,7 +1,7 @@
 """The real-format parsers: real annotation files, hand-built layouts and every bad-input case.
 
-Real data used: ``shared/realdata/skimage_astronaut`` (a 68-point ``.pts`` with its image) and
-``shared/realdata/dlib_examples_faces`` (dlib imglab XML, images absent by design).
+Real data used: ``tests/data/skimage_astronaut`` (a 68-point ``.pts`` with its image) and
+``tests/data/dlib_examples_faces`` (dlib imglab XML, images absent by design).
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ from ccdn.data.formats import DATASET_NAMES, load_image, read_dataset, read_dlib
 from ccdn.data.formats import aflw, cofw, w300, wflw
 from ccdn.data.formats.matlab import is_hdf5_mat, load_mat, save_mat_v5, save_mat_v73
 
-REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
-if not REALDATA.is_dir():  # the checkout may live elsewhere; the shared data stays at /work/shared
-    REALDATA = Path("/work/shared/realdata")
+REALDATA = Path(__file__).resolve().parent / "data"  # provenance and licences: tests/data/README.md
 ASTRONAUT_PTS = REALDATA / "skimage_astronaut" / "astronaut.pts"
 ASTRONAUT_PNG = REALDATA / "skimage_astronaut" / "astronaut.png"
 DLIB_XML = REALDATA / "dlib_examples_faces" / "annotations"

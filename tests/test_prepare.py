@@ -29,7 +29,7 @@ from ccdn.data.prepare import (
 from ccdn.data.records import RawFace
 from ccdn.cli import CCDNError
 
-ASTRONAUT = Path("/work/shared/realdata/skimage_astronaut")
+ASTRONAUT = Path(__file__).resolve().parent / "data" / "skimage_astronaut"
 
 
 def read_pts(path: Path) -> np.ndarray:

@@ -10,7 +10,7 @@ import pytest
 from ccdn.data.schemes import DATASETS, SCHEMES, get_dataset, get_scheme, swap_side
 from ccdn.metrics import NORMS
 
-REAL = Path("/work/shared/realdata")
+REAL = Path(__file__).resolve().parent / "data"  # provenance and licences: tests/data/README.md
 ALL_SCHEMES = sorted(SCHEMES)
 
 

@@ -1,7 +1,7 @@
 """Landmark schemes (68, 98, 29, 19 points) and dataset metadata, kept as data.
 
 Flip permutations, normaliser indices and subsets are the facts most often gotten wrong when
-reproducing landmark papers (docs: ``research/datasets.md`` §3–4), so they live in one table that
+reproducing landmark papers (docs: ``docs/research/datasets.md`` §3–4), so they live in one table that
 metrics, augmentation and preparation all read, instead of being re-derived from point counts.
 
 Conventions:
@@ -127,7 +127,7 @@ _NAMES_19 = (
     "nose_l", "nose_tip", "nose_r", "mouth_l_corner", "mouth_mid", "mouth_r_corner", "chin",
 )  # fmt: skip
 
-# Flip permutations: research/datasets.md §4 (HRNet MATCHED_PARTS, PIPNet points_flip, mmpose swaps agree).
+# Flip permutations: docs/research/datasets.md §4 (HRNet MATCHED_PARTS, PIPNet points_flip, mmpose swaps agree).
 _MIRROR_68 = (
     16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0,
     26, 25, 24, 23, 22, 21, 20, 19, 18, 17,

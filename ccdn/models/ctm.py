@@ -67,7 +67,7 @@ def newton_schulz_sqrt(a: Tensor, iterations: int) -> Tensor:
 def isqrt_cov(x: Tensor, iterations: int = 5, *, divisor: str = "M", eps: float = 1e-12) -> Tensor:
     """iSQRT-COV: the post-compensated square root Ŷ ``(B, D, D)`` of the covariance of ``x`` (B, D, H, W).
 
-    Steps (research/method.md §1): covariance Σ (divisor M), pre-normalisation A = Σ / tr Σ,
+    Steps (docs/research/method.md §1): covariance Σ (divisor M), pre-normalisation A = Σ / tr Σ,
     Newton–Schulz for A^{1/2}, post-compensation Ŷ = √(tr Σ) · Y_N. Runs in at least float32 with
     autocast disabled: the iteration is ill-conditioned in half precision.
     """

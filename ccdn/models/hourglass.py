@@ -1,7 +1,7 @@
 """Stacked hourglass backbone (CCDN §4.1: "four stacked hourglass networks", 128×128 input).
 
 Why this design: no CCDN code is public; the first author's nearest public network (MMDN) uses a
-128-input hourglass (research/method.md §2), which we take as the default ``style="wan"``:
+128-input hourglass (docs/research/method.md §2), which we take as the default ``style="wan"``:
 conv3×3 stride 1 (3→64) → ConvBlock(64→128) → max-pool ×2 → ConvBlock(128→256) → ``stacks``
 hourglasses of depth 4 (avg-pool down, ConvTranspose k4 s2 up). Newell et al.'s original stem
 (conv7×7 stride 2, nearest-neighbour upsampling) is ``style="newell"``. Stacks are chained the

@@ -1,6 +1,6 @@
 """dlib ``imglab`` XML annotations (``<image file=...><box top left width height><part name x y/>``).
 
-The only real 68-point annotations we may ship (``shared/realdata/dlib_examples_faces``) come in this
+The only real 68-point annotations we may ship (``tests/data/dlib_examples_faces``) come in this
 format, without their images, so the reader does not require the images to exist: ``image_path``
 points where the image would be (relative names are resolved against the XML's folder). Points are
 dlib's 0-based integer pixel coordinates in the iBUG 300-W order; boxes become ``x1, y1, x2, y2``
