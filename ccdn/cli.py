@@ -17,7 +17,8 @@ COMMANDS: dict[str, str] = {
     "train": "ccdn.train",
     "evaluate": "ccdn.evaluate",
     "report": "ccdn.report.cli",
-    "benchmark": "ccdn.benchmark",
+    "benchmark": "ccdn.benchmarks.cli",
+    "grid": "ccdn.grid.cli",
 }
 SUMMARIES: dict[str, str] = {
     "synth": "write synthetic faces in a dataset's real file format",
@@ -27,6 +28,7 @@ SUMMARIES: dict[str, str] = {
     "evaluate": "evaluate a run: metrics.json, predictions.npz, activation maps",
     "report": "paper-vs-reproduced tables, CED figures, results/README.md",
     "benchmark": "print speed/size benchmark tables",
+    "grid": "check a grid config and list its runs, or write it resolved",
 }
 
 

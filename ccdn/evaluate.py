@@ -102,7 +102,7 @@ def predict(model: torch.nn.Module, dataset: Any, *, device: torch.device, mirro
     """
     from tqdm import tqdm
 
-    from ccdn.train import to_original
+    from ccdn.data.crop import to_original
 
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     crops, originals, indices = [], [], []

@@ -1,24 +1,27 @@
-"""Crop geometry and the paper's §4.1 augmentation, done as one affine warp per sample.
+"""The paper's §4.1 augmentation, done as one affine warp per sample (geometry: ``ccdn.data.crop``).
 
 The paper samples "the angle of rotation and the bounding box scale from Gaussian distribution";
 we add the usual translation and a horizontal flip that also permutes the points with the scheme's
 mirror. Every crop — augmented or not — is one affine map from *normalised crop coordinates* to the
 cached image, so the image, the landmarks and the map back to original pixels can never disagree.
 
-Coordinate conventions (used by ``prepare`` and ``dataset`` too):
-- *pixel coordinates*: pixel ``i`` has its centre at ``i`` (0-based), as the annotations are;
-- *corner coordinates*: pixel ``i`` spans ``[i, i + 1)``; corner = pixel + 0.5 (Pillow's convention);
-- *normalised crop coordinates* ``u``: ``[0, 1]`` spans the crop's outer edges, so output pixel
-  ``q`` of an ``S``-pixel crop has its centre at ``(q + 0.5) / S``; a flip is exactly ``u -> 1 - u``.
+Coordinate conventions: see :mod:`ccdn.data.crop`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+
+from ccdn.data.crop import (  # noqa: F401  (re-exported: the crop primitives augmentation uses)
+    IDENTITY,
+    CropParams,
+    apply_affine,
+    crop_matrix,
+    translation,
+    warp_affine,
+)
 
 __all__ = [
     "AugmentConfig",
@@ -67,26 +70,6 @@ class AugmentConfig:
             raise ValueError("augment.scale_sigma * truncate must be < 1 so the box side stays positive")
 
 
-@dataclass(frozen=True)
-class CropParams:
-    """One crop of the cached image, relative to the model crop (the cache's central square).
-
-    Attributes:
-        angle: rotation of the sampling box, degrees, in image coordinates (y down).
-        scale: box side relative to the model crop (> 1 shows more context, a smaller face).
-        shift: box-centre offset ``(dx, dy)`` as fractions of the model-crop side.
-        flip: horizontal flip (landmarks permuted with the mirror).
-    """
-
-    angle: float = 0.0
-    scale: float = 1.0
-    shift: tuple[float, float] = (0.0, 0.0)
-    flip: bool = False
-
-
-IDENTITY = CropParams()
-
-
 def sample_params(config: AugmentConfig, rng: np.random.Generator) -> CropParams:
     """Draw one crop; always consumes the same number of random numbers (reproducible streams)."""
     z_angle, z_scale = rng.standard_normal(2)
@@ -100,50 +83,6 @@ def sample_params(config: AugmentConfig, rng: np.random.Generator) -> CropParams
         shift=(float(dx), float(dy)),
         flip=flip,
     )
-
-
-def translation(dx: float, dy: float) -> np.ndarray:
-    """3×3 homogeneous translation."""
-    return np.array([[1.0, 0.0, dx], [0.0, 1.0, dy], [0.0, 0.0, 1.0]])
-
-
-def crop_matrix(params: CropParams, cache_size: int, cache_margin: float) -> np.ndarray:
-    """3×3 map from normalised crop coordinates ``u`` to cache *pixel* coordinates.
-
-    The unaugmented model crop is the central ``cache_size / cache_margin`` square of the cache.
-    """
-    side = cache_size / cache_margin
-    centre = cache_size / 2.0 + np.asarray(params.shift, dtype=np.float64) * side
-    theta = math.radians(params.angle)
-    rotation = np.array([[math.cos(theta), -math.sin(theta), 0.0], [math.sin(theta), math.cos(theta), 0.0], [0, 0, 1]])
-    scale = np.diag([side * params.scale, side * params.scale, 1.0])
-    flip = np.array([[-1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) if params.flip else np.eye(3)
-    to_corner_box = translation(centre[0], centre[1]) @ rotation @ scale @ translation(-0.5, -0.5) @ flip
-    return translation(-0.5, -0.5) @ to_corner_box
-
-
-def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Apply a 3×3 (or 2×3) affine map to ``(..., 2)`` points."""
-    matrix = np.asarray(matrix, dtype=np.float64)
-    return points @ matrix[:2, :2].T + matrix[:2, 2]
-
-
-def warp_affine(image: np.ndarray, pixel_map: np.ndarray, out_size: int) -> np.ndarray:
-    """Resample ``image`` (H, W, 3) uint8 into an ``out_size``² crop, bilinear, black outside.
-
-    ``pixel_map`` (3×3) maps output *pixel* coordinates to input *pixel* coordinates; it is turned
-    into Pillow's corner convention here so callers never deal with the half-pixel shift.
-    """
-    corner_map = translation(0.5, 0.5) @ np.asarray(pixel_map, dtype=np.float64) @ translation(-0.5, -0.5)
-    source = image if isinstance(image, Image.Image) else Image.fromarray(np.ascontiguousarray(image))
-    warped = source.transform(
-        (out_size, out_size),
-        Image.Transform.AFFINE,
-        data=tuple(corner_map[:2].ravel()),
-        resample=Image.Resampling.BILINEAR,
-        fillcolor=0,
-    )
-    return np.array(warped)  # a writable copy (torch.from_numpy rejects read-only arrays)
 
 
 def augment_sample(

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ccdn.data.augment import IDENTITY, AugmentConfig, augment_sample, sample_params
+from ccdn.data.crop import crop_to_original_map
 from ccdn.data.errors import DataFormatError
 from ccdn.data.schemes import get_scheme
 
@@ -191,8 +192,7 @@ class LandmarkDataset(Dataset):
             cache_margin=self.split.cache_margin,
             mirror=self.mirror,
         )
-        cache_to_original = np.vstack([self.split.to_original[index].astype(np.float64), [0.0, 0.0, 1.0]])
-        crop_to_original = (cache_to_original @ crop_to_cache)[:2]
+        crop_to_original = crop_to_original_map(self.split.to_original[index], crop_to_cache)
         return {
             "image": torch.from_numpy(crop).permute(2, 0, 1).contiguous().float().div_(255.0),
             "landmarks": torch.from_numpy(points.astype(np.float32)),

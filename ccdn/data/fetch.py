@@ -1,527 +1,53 @@
 """``ccdn fetch DATASET``: download, verify and safely unpack a dataset into ``data/raw/<dataset>/``.
 
-Why each piece exists:
-- downloads go to ``<name>.part`` and are resumed with an HTTP ``Range`` request, because the
-  archives are large and the hosts are slow and flaky;
-- a file counts as downloaded only after its sha256 matches (the manifest's, or the one recorded
-  in the lock file on first download, trust-on-first-use) and an atomic rename, so a cut or corrupt
-  transfer never looks complete;
-- archives are unpacked into a staging folder after every member has been checked (no absolute
-  paths, no ``..``, no links leaving the target), then moved into place, so a bad archive leaves
-  nothing behind;
-- licence-gated and Drive-only files cannot always be downloaded: ``fetch`` checks whether they are
-  in place and otherwise says exactly which file to put where, and exits non-zero.
+This module is the per-dataset procedure and the command line; the pieces live beside it:
+:mod:`ccdn.data.download` (resumable HTTP/Drive downloads, sha256 checks, the lock file, trust on
+first use) and :mod:`ccdn.data.archive` (checked extraction into a staging folder, moves into
+place). Licence-gated and Drive-only files cannot always be downloaded: ``fetch`` checks whether
+they are in place and otherwise says exactly which file to put where, and exits non-zero.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import errno
-import hashlib
-import http.client
 import os
-import posixpath
-import re
 import shutil
-import stat
-import sys
-import tarfile
 import tempfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import yaml
-from tqdm import tqdm
-
-from ccdn import __version__
+from ccdn.data.archive import (
+    expected_present,
+    find_content_root,
+    merge_move,
+    move_file,
+    safe_extract,
+)
+from ccdn.data.download import (  # noqa: F401  (re-exported: the public fetch API)
+    ChecksumLock,
+    DownloadFailed,
+    DownloadOptions,
+    LockEntry,
+    WrongSource,
+    check_part,
+    download_gdrive,
+    download_verified,
+    file_digest,
+    part_path,
+    stderr_log,
+)
 from ccdn.data.errors import FetchError
 from ccdn.data.sources import DatasetManifest, SourceFile, list_datasets, load_manifest
+
 
 DEFAULT_ROOT = Path("data/raw")
 DEFAULT_LOCK = Path(__file__).with_name("checksums.lock.yaml")
 LOCK_ENV = "CCDN_LOCK_FILE"
 MIRROR_ENV = "CCDN_MIRROR"
 SYNTHETIC_MARKER = "SYNTHETIC.json"
-USER_AGENT = f"ccdn-repro/{__version__} (+https://github.com; urllib)"
-CHUNK_BYTES = 1 << 20
-RETRYABLE_HTTP = {408, 425, 429, 500, 502, 503, 504}
-MAX_ROOT_SEARCH_DEPTH = 4
-
-Log = Callable[[str], None]
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-# --------------------------------------------------------------------------------------------------
-# checksums and the lock file
-
-
-def file_digest(path: Path, algorithm: str = "sha256") -> str:
-    """Hex digest of a file, read in chunks (archives are hundreds of MB)."""
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-@dataclass(frozen=True)
-class LockEntry:
-    sha256: str
-    size: int
-    source: str
-    recorded: str
-
-
-class ChecksumLock:
-    """sha256 of every file fetched without a published checksum, keyed ``<dataset>/<file name>``.
-
-    Trust on first use: the first verified download records its checksum here; users commit the
-    file so that every later fetch (theirs or a colleague's) must produce the same bytes.
-    """
-
-    HEADER = (
-        "# Checksums recorded by `ccdn fetch` on the first verified download of files whose\n"
-        "# publishers give no checksum. Commit this file: later fetches must match it.\n"
-        "# If an upstream file legitimately changed, delete its entry and fetch again.\n"
-    )
-
-    def __init__(self, path: Path, entries: dict[str, LockEntry] | None = None):
-        self.path = Path(path)
-        self.entries: dict[str, LockEntry] = dict(entries or {})
-
-    @classmethod
-    def load(cls, path: Path) -> ChecksumLock:
-        path = Path(path)
-        if not path.exists():
-            return cls(path)
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise FetchError(f"lock file {path} cannot be read ({exc}); fix it or delete it to start over") from exc
-        files = raw.get("files") or {} if isinstance(raw, dict) else None
-        if not isinstance(files, dict):
-            raise FetchError(f"lock file {path}: expected a mapping with a 'files' mapping; fix it or delete it")
-        entries = {}
-        for key, value in files.items():
-            entries[str(key)] = cls._parse_entry(path, str(key), value)
-        return cls(path, entries)
-
-    @staticmethod
-    def _parse_entry(path: Path, key: str, value: Any) -> LockEntry:
-        if not isinstance(value, dict) or not re.fullmatch(r"[0-9a-f]{64}", str(value.get("sha256", ""))):
-            raise FetchError(f"lock file {path}: entry {key!r} needs a 64-hex 'sha256'; fix or delete that entry")
-        return LockEntry(
-            sha256=str(value["sha256"]),
-            size=int(value.get("size") or 0),
-            source=str(value.get("source") or ""),
-            recorded=str(value.get("recorded") or ""),
-        )
-
-    def get(self, key: str) -> LockEntry | None:
-        return self.entries.get(key)
-
-    def record(self, key: str, sha256: str, size: int, source: str) -> None:
-        """Add an entry and write the file at once (atomically), so progress survives a crash."""
-        now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
-        self.entries[key] = LockEntry(sha256, size, source, now)
-        self.save()
-
-    def save(self) -> None:
-        body = {
-            "version": 1,
-            "files": {k: vars(e) for k, e in sorted(self.entries.items())},
-        }
-        _atomic_write_text(self.path, self.HEADER + yaml.safe_dump(body, sort_keys=False))
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-# --------------------------------------------------------------------------------------------------
-# HTTP download with resume and retries
-
-
-@dataclass
-class DownloadOptions:
-    """Network knobs; tests use ``backoff_s=0`` and a tiny ``timeout_s``."""
-
-    retries: int = 5
-    backoff_s: float = 1.0
-    timeout_s: float = 60.0
-    progress: bool = True
-    sleep: Callable[[float], None] = time.sleep
-    log: Log = _stderr
-
-
-class DownloadFailed(FetchError):
-    """No URL delivered the file (network errors, 404, HTML pages); the ``.part`` is kept for resume."""
-
-
-class _Retryable(Exception):
-    """A transient failure: try again (resuming) after a back-off."""
-
-
-class _WrongSource(Exception):
-    """This URL will not give the file (404, an HTML page, ...): try the next URL."""
-
-
-def part_path(dest: Path) -> Path:
-    """Where an unfinished download of ``dest`` lives (resumable)."""
-    return dest.with_name(dest.name + ".part")
-
-
-def download_verified(
-    urls: list[str] | tuple[str, ...],
-    dest: Path,
-    *,
-    expected_sha256: str | None,
-    expected_size: int | None = None,
-    expected_from: str = "the manifest",
-    options: DownloadOptions | None = None,
-) -> str:
-    """Download ``dest`` from the first URL that works, verify it and rename it into place.
-
-    Returns the file's sha256. A checksum or size mismatch deletes the ``.part`` and raises
-    :class:`FetchError` naming the file and both digests (after one clean retry when the mismatch
-    might come from resuming onto a stale ``.part``). Network failures keep the ``.part`` so that
-    the next run resumes.
-    """
-    options = options or DownloadOptions()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = part_path(dest)
-    problems: list[str] = []
-    for url in urls:
-        try:
-            resumed = _download_to_part(url, part, dest.name, options)
-        except _WrongSource as exc:
-            problems.append(f"{url}: {exc}")
-            continue
-        except _Retryable as exc:
-            problems.append(f"{url}: {exc} (gave up after {options.retries} retries)")
-            continue
-        actual = _check_part(part, dest, expected_sha256, expected_size, expected_from, final=not resumed)
-        if actual is None:  # resumed onto a stale .part: start over once
-            options.log(f"{dest.name}: checksum mismatch after a resumed transfer; downloading again from scratch")
-            part.unlink(missing_ok=True)
-            try:
-                _download_to_part(url, part, dest.name, options)
-            except (_WrongSource, _Retryable) as exc:
-                problems.append(f"{url}: {exc}")
-                continue
-            actual = _check_part(part, dest, expected_sha256, expected_size, expected_from, final=True)
-        os.replace(part, dest)
-        return actual  # type: ignore[return-value]
-    kept = f" The partial file {part} is kept; rerun to resume." if part.exists() else ""
-    raise DownloadFailed(f"could not download {dest.name}:\n  " + "\n  ".join(problems) + kept)
-
-
-def _check_part(
-    part: Path, dest: Path, expected_sha256: str | None, expected_size: int | None, expected_from: str, *, final: bool
-) -> str | None:
-    """sha256 of the finished ``.part``; on mismatch delete it and raise (or return None to retry)."""
-    actual = file_digest(part)
-    size = part.stat().st_size
-    size_bad = expected_size is not None and size != expected_size
-    sha_bad = expected_sha256 is not None and actual != expected_sha256
-    if not (size_bad or sha_bad):
-        return actual
-    if not final:
-        return None
-    part.unlink(missing_ok=True)
-    if sha_bad:
-        detail = f"expected sha256 {expected_sha256} from {expected_from}, got {actual}"
-    else:
-        detail = f"expected {expected_size} bytes from {expected_from}, got {size}"
-    raise FetchError(
-        f"{dest.name}: downloaded file is corrupt or not the expected file ({detail}). It was deleted; "
-        f"nothing was written to {dest}. Rerun to try again; if it keeps failing, the upstream file "
-        f"changed: check it and update {expected_from}."
-    )
-
-
-def _download_to_part(url: str, part: Path, name: str, options: DownloadOptions) -> bool:
-    """Fill ``part`` from ``url`` with retries and back-off; True if any bytes came from a resumed range."""
-    resumed = False
-    failures = 0
-    while True:
-        offset = part.stat().st_size if part.exists() else 0
-        try:
-            used_range = _transfer_once(url, part, name, offset, options)
-            return resumed or used_range
-        except _Retryable as exc:
-            resumed = resumed or offset > 0
-            failures += 1
-            if failures > options.retries:
-                raise
-            delay = options.backoff_s * 2 ** (failures - 1)
-            options.log(f"{name}: {exc}; retrying in {delay:.1f}s ({failures}/{options.retries})")
-            options.sleep(delay)
-
-
-def _transfer_once(url: str, part: Path, name: str, offset: int, options: DownloadOptions) -> bool:
-    """One HTTP request appending to ``part``; True when the server honoured our Range request."""
-    headers = {"User-Agent": USER_AGENT}
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
-    request = urllib.request.Request(url, headers=headers)
-    try:
-        response = urllib.request.urlopen(request, timeout=options.timeout_s)
-    except urllib.error.HTTPError as exc:
-        with exc:  # release the error response's socket
-            return _handle_http_error(exc, part, offset)
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-        raise _Retryable(f"connection failed ({_reason(exc)})") from exc
-    with response:
-        _reject_html(response, name)
-        if response.status == 206 and offset:
-            start, total = _parse_content_range(response.headers.get("Content-Range"))
-            if start != offset:
-                part.unlink(missing_ok=True)
-                raise _Retryable(f"server resumed at byte {start} instead of {offset}; starting over")
-            mode, used_range = "ab", True
-        else:  # 200: the server ignored Range (or there was none): start from byte 0
-            offset, mode, used_range = 0, "wb", False
-            length = response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-        written = _copy_body(response, part, mode, name, offset, total, options.progress)
-    if total is not None and offset + written < total:
-        raise _Retryable(f"connection closed after {offset + written} of {total} bytes")
-    return used_range
-
-
-def _handle_http_error(exc: urllib.error.HTTPError, part: Path, offset: int) -> bool:
-    if exc.code == 416 and offset:  # our range starts at or past the end: maybe already complete
-        _, total = _parse_content_range(exc.headers.get("Content-Range"), unsatisfied=True)
-        if total == offset:
-            return True
-        part.unlink(missing_ok=True)
-        raise _Retryable("server rejected the resume range; starting over") from exc
-    if exc.code in RETRYABLE_HTTP:
-        raise _Retryable(f"HTTP {exc.code} {exc.reason}") from exc
-    raise _WrongSource(f"HTTP {exc.code} {exc.reason}") from exc
-
-
-def _reject_html(response: http.client.HTTPResponse, name: str) -> None:
-    """Login pages, licence forms and Drive quota pages arrive as HTML with status 200."""
-    content_type = response.headers.get("Content-Type", "")
-    if content_type.lower().startswith("text/html") and not name.lower().endswith((".html", ".htm")):
-        raise _WrongSource(
-            "the server returned an HTML page instead of the file (a login, licence or quota page?); "
-            "download it in a browser and place it by hand"
-        )
-
-
-def _copy_body(response, part: Path, mode: str, name: str, offset: int, total: int | None, progress: bool) -> int:
-    written = 0
-    with open(part, mode) as fh, tqdm(
-        total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-        desc=name, disable=not progress, leave=False,
-    ) as bar:  # fmt: skip
-        try:
-            while chunk := response.read(CHUNK_BYTES):
-                fh.write(chunk)
-                written += len(chunk)
-                bar.update(len(chunk))
-        except (OSError, http.client.HTTPException) as exc:
-            raise _Retryable(f"transfer interrupted after {offset + written} bytes ({_reason(exc)})") from exc
-    return written
-
-
-def _parse_content_range(value: str | None, *, unsatisfied: bool = False) -> tuple[int | None, int | None]:
-    """``bytes 100-199/200`` -> (100, 200); ``bytes */200`` -> (None, 200)."""
-    if not value:
-        return None, None
-    pattern = r"bytes\s+\*/(\d+)" if unsatisfied else r"bytes\s+(\d+)-\d+/(\d+|\*)"
-    match = re.match(pattern, value.strip())
-    if not match:
-        return None, None
-    if unsatisfied:
-        return None, int(match.group(1))
-    total = match.group(2)
-    return int(match.group(1)), (None if total == "*" else int(total))
-
-
-def _reason(exc: BaseException) -> str:
-    return str(getattr(exc, "reason", None) or exc) or type(exc).__name__
-
-
-def download_gdrive(file_id: str, dest: Path, *, options: DownloadOptions) -> None:
-    """Download a Google Drive file with ``gdown`` (it handles Drive's confirmation pages).
-
-    Raises :class:`_WrongSource` when gdown is missing or Drive refuses (quota, no network).
-    """
-    try:
-        import gdown
-    except ImportError as exc:
-        raise _WrongSource("the gdown package is not installed") from exc
-    tmp = dest.with_name(dest.name + ".gdown")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        gdown.download(id=file_id, output=str(tmp), quiet=not options.progress, resume=True)
-    except Exception as exc:  # gdown raises many types (requests errors, FileURLRetrievalError, ...)
-        raise _WrongSource(f"Google Drive download failed ({type(exc).__name__}: {exc})") from exc
-    if not tmp.is_file() or tmp.stat().st_size == 0:
-        raise _WrongSource("Google Drive download produced no file")
-    os.replace(tmp, part_path(dest))
-
-
-# --------------------------------------------------------------------------------------------------
-# safe extraction
-
-
-def safe_extract(archive: Path, target: Path, kind: str) -> None:
-    """Unpack ``archive`` (``zip`` or ``tar``, any compression) into ``target``.
-
-    Every member is checked before anything is written: absolute paths, ``..`` components, links
-    that point outside ``target``, hard links and device files are refused with a :class:`FetchError`
-    naming the archive and the member.
-    """
-    target.mkdir(parents=True, exist_ok=True)
-    if kind == "zip":
-        _extract_zip(archive, target)
-    elif kind == "tar":
-        _extract_tar(archive, target)
-    else:
-        raise ValueError(f"not an archive kind: {kind!r}")
-
-
-def _unsafe(archive: Path, member: str, why: str) -> FetchError:
-    return FetchError(
-        f"{archive}: refusing to extract member {member!r}: {why}. The archive is unsafe or not the "
-        "expected file; nothing was extracted. Delete it and download it again from the official source."
-    )
-
-
-def _name_problem(name: str) -> str | None:
-    posix = name.replace("\\", "/")
-    if posix.startswith("/") or re.match(r"^[A-Za-z]:", posix):
-        return "absolute path"
-    if ".." in posix.split("/"):
-        return "'..' path component"
-    return None
-
-
-def _escapes(member_name: str, link_target: str) -> bool:
-    """Does a symlink at ``member_name`` pointing to ``link_target`` leave the extraction folder?"""
-    if _name_problem(link_target) == "absolute path":
-        return True
-    joined = posixpath.normpath(posixpath.join(posixpath.dirname(member_name.replace("\\", "/")), link_target))
-    return joined == ".." or joined.startswith("../")
-
-
-def _extract_zip(archive: Path, target: Path) -> None:
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
-                problem = _name_problem(info.filename)
-                if problem:
-                    raise _unsafe(archive, info.filename, problem)
-                if stat.S_ISLNK(info.external_attr >> 16):
-                    raise _unsafe(archive, info.filename, "symbolic links are not allowed in zip archives")
-            zf.extractall(target)
-    except zipfile.BadZipFile as exc:
-        raise FetchError(
-            f"{archive} is not a valid zip file ({exc}): a truncated download or an HTML page saved "
-            "under the archive's name. Delete it and fetch again."
-        ) from exc
-
-
-def _extract_tar(archive: Path, target: Path) -> None:
-    try:
-        with tarfile.open(archive, "r:*") as tf:
-            members = tf.getmembers()
-            for member in members:
-                _check_tar_member(archive, member)
-            tf.extractall(target, members=members, filter="data")
-    except tarfile.FilterError as exc:  # defence in depth: our checks should already have refused it
-        raise _unsafe(archive, exc.tarinfo.name, str(exc)) from exc
-    except (tarfile.ReadError, EOFError) as exc:
-        raise FetchError(
-            f"{archive} is not a readable tar archive ({exc}): a truncated download or the wrong file. "
-            "Delete it and fetch again."
-        ) from exc
-
-
-def _check_tar_member(archive: Path, member: tarfile.TarInfo) -> None:
-    problem = _name_problem(member.name)
-    if problem:
-        raise _unsafe(archive, member.name, problem)
-    if member.issym() and _escapes(member.name, member.linkname):
-        raise _unsafe(archive, member.name, f"symbolic link to {member.linkname!r} leaves the target folder")
-    if member.islnk():
-        link_problem = _name_problem(member.linkname)
-        if link_problem:
-            raise _unsafe(archive, member.name, f"hard link to {member.linkname!r} ({link_problem})")
-    if member.ischr() or member.isblk() or member.isfifo():
-        raise _unsafe(archive, member.name, "device files and FIFOs are not allowed")
-
-
-# --------------------------------------------------------------------------------------------------
-# placing content into the raw root
-
-
-def expected_present(folder: Path, patterns: tuple[str, ...]) -> bool:
-    """True when every glob pattern matches at least one path under ``folder``."""
-    return folder.is_dir() and all(next(folder.glob(p), None) is not None for p in patterns)
-
-
-def _find_content_root(staging: Path, patterns: tuple[str, ...]) -> Path | None:
-    """The shallowest folder of an unpacked archive holding the expected paths (skips wrappers)."""
-    level = [staging]
-    for _ in range(MAX_ROOT_SEARCH_DEPTH + 1):
-        for folder in level:
-            if expected_present(folder, patterns):
-                return folder
-        level = [c for f in level for c in sorted(f.iterdir()) if c.is_dir() and not c.is_symlink()]
-    return None
-
-
-def _merge_move(src: Path, dst: Path) -> None:
-    """Move ``src`` to ``dst``, merging folders and replacing files (re-fetch is idempotent)."""
-    if src.is_dir() and not src.is_symlink() and dst.is_dir() and not dst.is_symlink():
-        for child in sorted(src.iterdir()):
-            _merge_move(child, dst / child.name)
-        return
-    if dst.is_symlink() or dst.is_file():
-        dst.unlink()
-    elif dst.is_dir():
-        shutil.rmtree(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(src, dst)
-
-
-def _move_file(src: Path, dst: Path) -> None:
-    """Atomic rename, falling back to copy-then-rename across file systems."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(src, dst)
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-        tmp = dst.with_name(f".{dst.name}.tmp")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-        src.unlink()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -612,7 +138,7 @@ def _install_file(
         try:
             expected_from = "the manifest" if source.sha256 else f"lock file {lock.path} (entry {key})"
             sha = _acquire(manifest, source, file_path, expected, expected_from, options)
-        except _WrongSource as exc:
+        except WrongSource as exc:
             outcome.missing.append(MissingFile(source, str(exc)))
             return
         if sha is None:
@@ -670,10 +196,10 @@ def _acquire(
         urls = [f"{mirror.rstrip('/')}/{manifest.dataset}/{urllib.parse.quote(source.name)}"]
     elif source.method == "gdrive":
         if not options.use_gdrive:
-            raise _WrongSource("Google Drive downloads are disabled (--no-gdrive)")
+            raise WrongSource("Google Drive downloads are disabled (--no-gdrive)")
         options.download.log(f"{source.name}: downloading from Google Drive with gdown")
         download_gdrive(source.gdrive_id or "", file_path, options=options.download)
-        actual = _check_part(part_path(file_path), file_path, expected, source.size, expected_from, final=True)
+        actual = check_part(part_path(file_path), file_path, expected, source.size, expected_from, final=True)
         os.replace(part_path(file_path), file_path)
         return actual
     else:
@@ -689,20 +215,20 @@ def _acquire(
             options=options.download,
         )
     except DownloadFailed as exc:
-        raise _WrongSource(str(exc)) from exc
+        raise WrongSource(str(exc)) from exc
 
 
 def _place(source: SourceFile, file_path: Path, raw_root: Path, root: Path) -> None:
     """Unpack (or move) a verified file into the raw root; nothing moves unless all checks pass."""
     dest_dir = raw_root / source.dest
     if not source.is_archive:
-        _move_file(file_path, dest_dir / source.name)
+        move_file(file_path, dest_dir / source.name)
         return
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".staging-{raw_root.name}-"))
     try:
         safe_extract(file_path, staging, source.archive)
-        content = _find_content_root(staging, source.expect)
+        content = find_content_root(staging, source.expect)
         if content is None:
             top = sorted(p.name for p in staging.iterdir())[:10]
             raise FetchError(
@@ -717,7 +243,7 @@ def _place(source: SourceFile, file_path: Path, raw_root: Path, root: Path) -> N
                 raise FetchError(f"{file_path}: the archive has no {entry.name!r} to keep; fix the manifest")
         dest_dir.mkdir(parents=True, exist_ok=True)
         for entry in entries:
-            _merge_move(entry, dest_dir / entry.name)
+            merge_move(entry, dest_dir / entry.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -827,9 +353,9 @@ def run(args: argparse.Namespace) -> int:
     manifest = load_manifest(args.dataset)
     outcome = fetch_dataset(manifest, options)
     for step in manifest.manual_steps:
-        _stderr(f"note: {step}")
+        stderr_log(f"note: {step}")
     if outcome.complete:
         print(f"{manifest.dataset}: ready in {outcome.raw_root}")
         return 0
-    _stderr(placement_message(manifest, outcome))
+    stderr_log(placement_message(manifest, outcome))
     return 1

@@ -30,7 +30,7 @@ from tqdm import tqdm
 import ccdn
 from ccdn.cli import CCDNError
 from ccdn.config import parse_key_values
-from ccdn.data.augment import apply_affine, warp_affine
+from ccdn.data.crop import apply_affine, cache_to_original, crop_face, square_box  # noqa: F401  (re-exported)
 from ccdn.data.errors import DataFormatError
 from ccdn.data.records import RawFace
 from ccdn.data.schemes import DATASETS, get_dataset, get_scheme
@@ -47,6 +47,7 @@ __all__ = [
     "add_parser",
     "run",
 ]
+
 
 CACHE_FORMAT_VERSION = 1  # bump when the cache layout or crop geometry changes
 BOX_POLICIES = ("provided", "landmarks")
@@ -116,65 +117,6 @@ class PrepareSettings:
 def parse_overrides(items: Sequence[str]) -> dict[str, object]:
     """``["enlarge=1.25", "box=landmarks"]`` -> ``{"enlarge": 1.25, "box": "landmarks"}`` (YAML values)."""
     return parse_key_values(items)
-
-
-# ----------------------------------------------------------------------------------------- geometry
-
-
-def square_box(face: RawFace, settings: PrepareSettings) -> tuple[np.ndarray, float]:
-    """Centre (pixel coordinates) and side of the square model crop for one face."""
-    if settings.box == "provided":
-        box = np.asarray(face.box, dtype=np.float64)
-    else:
-        points = np.asarray(face.landmarks, dtype=np.float64)
-        box = np.concatenate([points.min(axis=0), points.max(axis=0)])
-    if box.shape != (4,) or not np.isfinite(box).all() or box[2] <= box[0] or box[3] <= box[1]:
-        raise DataFormatError(
-            f"face {face.face_id} ({face.image_path}): {settings.box} box {box.tolist()} is not a valid "
-            "x1, y1, x2, y2 box; fix the annotation or prepare with box=landmarks"
-        )
-    centre = (box[:2] + box[2:]) / 2.0
-    side = float(max(box[2] - box[0], box[3] - box[1]) * settings.enlarge)
-    return centre, side
-
-
-def cache_to_original(centre: np.ndarray, side: float, settings: PrepareSettings) -> np.ndarray:
-    """3×3 map from cache pixel coordinates to original pixel coordinates (isotropic, no rotation)."""
-    extent = side * settings.cache_margin  # the cache's side in original pixels
-    k = extent / settings.cache_size
-    return np.array(
-        [[k, 0.0, centre[0] - extent / 2 + 0.5 * k], [0.0, k, centre[1] - extent / 2 + 0.5 * k], [0.0, 0.0, 1.0]]
-    )
-
-
-def crop_face(image: Image.Image, face: RawFace, settings: PrepareSettings) -> tuple[np.ndarray, np.ndarray]:
-    """The ``(C, C, 3)`` uint8 cache crop of one face and its 3×3 cache→original pixel map."""
-    centre, side = square_box(face, settings)
-    to_original = cache_to_original(centre, side, settings)
-    crop = _warp_region(image, to_original, settings.cache_size)
-    return crop, to_original
-
-
-def _warp_region(image: Image.Image, to_original: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear warp of the needed image region; box-filters first when shrinking ≥ 2× (no aliasing)."""
-    k = to_original[0, 0]
-    factor = max(1, int(k))
-    corners = apply_affine(to_original, np.array([[-0.5, -0.5], [size - 0.5, size - 0.5]]))
-    lo = np.floor(corners[0] / factor) * factor - factor  # region in corner coordinates
-    hi = np.ceil(corners[1] / factor) * factor + factor
-    width, height = image.size
-    x0, y0 = int(max(0, min(lo[0], width))), int(max(0, min(lo[1], height)))
-    x1, y1 = int(max(x0, min(hi[0], width))), int(max(y0, min(hi[1], height)))
-    if x1 - x0 < factor or y1 - y0 < factor:  # the crop lies outside the image
-        return np.zeros((size, size, 3), dtype=np.uint8)
-    region = image.crop((x0, y0, x1, y1))
-    if factor > 1:
-        region = region.reduce(factor)
-    # region pixel p <-> original pixel x0 + factor * p + (factor - 1) / 2
-    region_to_original = np.array(
-        [[factor, 0.0, x0 + (factor - 1) / 2], [0.0, factor, y0 + (factor - 1) / 2], [0.0, 0.0, 1.0]]
-    )
-    return warp_affine(region, np.linalg.inv(region_to_original) @ to_original, size)
 
 
 # -------------------------------------------------------------------------------------- fingerprint

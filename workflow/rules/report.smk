@@ -12,7 +12,7 @@ rule grid_config:
     conda:
         "../envs/ccdn.yaml"
     shell:
-        "python -m ccdn.grid resolve --json {params.grid:q} --out {output} > {log} 2>&1"
+        "ccdn grid resolve --json {params.grid:q} --out {output} > {log} 2>&1"
 
 
 rule table:

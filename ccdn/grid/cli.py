@@ -1,0 +1,62 @@
+"""``ccdn grid {check,resolve}``: check a grid config and list its runs, or write it with every
+default filled in (the pipeline records the grid it ran this way)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ccdn.grid.load import grid_from_mapping, load_grid, write_yaml_atomic
+from ccdn.grid.model import GridError
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "grid", help="check a grid config and list its runs, or write it resolved",
+        description="Check or resolve an experiment grid config (config/*.yaml).")
+    _add_actions(parser)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _add_actions(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True)
+    check = sub.add_parser("check", help="validate a config and list its runs")
+    check.add_argument("config", type=Path)
+    resolve = sub.add_parser("resolve", help="write the config with every default filled in")
+    resolve.add_argument("config", type=Path, nargs="?", help="a grid YAML file (or use --json)")
+    resolve.add_argument("--json", help="the config as a JSON string (how Snakemake passes its merged config)")
+    resolve.add_argument("--out", type=Path, required=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Raises :class:`GridError` on a bad config (the CLI prints it as one line, exit 2)."""
+    if args.action == "check":
+        grid = load_grid(args.config)
+        for run_ in grid.runs:
+            print(run_.name, run_.experiment.model, run_.experiment.train, ",".join(run_.experiment.evaluate))
+        print(f"{len(grid.runs)} runs, {len(grid.evaluations)} evaluations, tables {grid.tables}, "
+              f"figures {grid.figures}", file=sys.stderr)
+        return 0
+    if args.json is not None:
+        grid = grid_from_mapping(json.loads(args.json), source="--json")
+    elif args.config is not None:
+        grid = load_grid(args.config)
+    else:
+        raise GridError("ccdn grid resolve needs a config file or --json")
+    write_yaml_atomic(grid.to_dict(), args.out)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``ccdn grid`` called from Python: the same arguments, errors printed as one line (exit 2)."""
+    parser = argparse.ArgumentParser(prog="ccdn grid", description="Check or resolve a grid config.")
+    _add_actions(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except GridError as exc:
+        print(f"ccdn grid: error: {exc}", file=sys.stderr)
+        return 2
