@@ -77,7 +77,7 @@ def test_parameter_counts_grow_with_p_by_the_gate_mlps():
     counts = {p: sum(t.numel() for t in small_model("ccdn", num_excitations=p).parameters()) for p in (1, 2, 8)}
     channels, hidden = 32, 8
     per_gate = (channels * hidden + hidden) + (hidden * channels + channels)
-    per_excitation = 2 * 2 * per_gate  # two orders, at T−1 and T
+    per_excitation = 2 * 2 * per_gate + 2 * channels  # two orders, at T−1 and T; CFF's BN per excitation
     assert counts[2] - counts[1] == per_excitation
     assert counts[8] - counts[1] == 7 * per_excitation
 
@@ -106,10 +106,10 @@ def test_cocs_terms_match_explicit_excitation_maps():
         pooled = maps.mean(dim=(3, 4)).transpose(0, 1)
         torch.testing.assert_close(output["cocs"][layer], cocs_loss(pooled))
     lower, upper = stored["T-1"], stored["T"]
-    fused = torch.stack(
-        [model.cff(lower[1].excitation_maps(lower[0])[:, p], upper[1].excitation_maps(upper[0])[:, p]) for p in range(3)]
-    )
-    torch.testing.assert_close(output["cocs"]["G"], cocs_loss(fused.mean(dim=(3, 4))))
+    lower_maps, upper_maps = lower[1].excitation_maps(lower[0]), upper[1].excitation_maps(upper[0])
+    fused = torch.stack([model.cff.fuse(lower_maps[:, p], upper_maps[:, p]) for p in range(3)], dim=1)
+    normalised = model.cff.bn(fused.flatten(1, 2)).unflatten(1, fused.shape[1:3])  # one BN per excitation
+    torch.testing.assert_close(output["cocs"]["G"], cocs_loss(normalised.mean(dim=(3, 4)).transpose(0, 1)))
     # sum merge (Eq. 4 outputs summed): the head's map is Σₚ X̂ᵖ_T
     torch.testing.assert_close(output["features"], upper[1].excitation_maps(upper[0]).sum(dim=1))
 
@@ -121,6 +121,9 @@ def test_cocs_terms_match_explicit_excitation_maps():
         {"merge": "mean"},
         {"head_source": "G"},
         {"cocs_mode": "per_sample"},
+        {"cff_norm": "shared"},
+        {"cff_norm": "pooled_before"},
+        {"cff_norm": "none", "head_source": "G"},
         {"backbone_style": "newell", "input_size": 64},
         {"tail_stages": 3},
         {"covariance_divisor": "M-1", "isqrt_iterations": 3},

@@ -1,4 +1,4 @@
-"""``ccdn benchmark {models,data,train}``: print the figures recorded in docs/performance.md.
+"""``ccdn benchmark {models,data,train,cff}``: print the tables of docs/performance.md (``cff``: docs/method.md).
 
 Each benchmark lives in ``ccdn/benchmarks/<name>.py`` with ``add_arguments(parser)`` and
 ``run(args) -> int``; benchmarks print tables, they never assert timings (tests don't time things).
@@ -13,6 +13,7 @@ BENCHMARKS = {
     "models": "ccdn.benchmarks.models",
     "data": "ccdn.benchmarks.data",
     "train": "ccdn.benchmarks.train",
+    "cff": "ccdn.benchmarks.cff_norm",
 }
 
 

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ccdn.losses import COCS_MODES, cocs_loss
-from ccdn.models.cff import CrossLayerFeatureFusion
+from ccdn.models.cff import CFF_NORMS, CrossLayerFeatureFusion, FusedMaps
 from ccdn.models.ctm import COVARIANCE_DIVISORS, CrossOrderTwoSqueezeMultiExcitation, CTMOutput
 from ccdn.models.hourglass import BACKBONE_STYLES, ConvBlock, StackedHourglass, downsample
 from ccdn.models.registry import register_model
@@ -54,6 +54,7 @@ class CCDNConfig:
     merge: str = "sum"
     head_source: str = "T"
     cocs_mode: str = "batch"
+    cff_norm: str = "per_excitation"
     output_activation: str = "linear"
 
     @classmethod
@@ -73,6 +74,7 @@ class CCDNConfig:
             "merge": MERGE_MODES,
             "head_source": HEAD_SOURCES,
             "cocs_mode": COCS_MODES,
+            "cff_norm": CFF_NORMS,
             "output_activation": OUTPUT_ACTIVATIONS,
         }
         for key, allowed in choices.items():
@@ -153,7 +155,9 @@ class HourglassLandmarkNetwork(nn.Module):
                 self.merges[layer] = ExcitationMerge(config.merge, channels, excitations)
             if config.head_source == "G":
                 self.merges["G"] = ExcitationMerge(config.merge, channels, excitations)
-        self.cff = CrossLayerFeatureFusion(channels) if orders or config.head_source == "G" else None
+        self.cff = (
+            CrossLayerFeatureFusion(channels, excitations, config.cff_norm) if orders or config.head_source == "G" else None
+        )
         self.head = nn.Linear(channels, 2 * num_landmarks)
         # Start near the crop centre (0.5 for a linear output, logit 0 for a sigmoid) with small weights:
         # the merged CTM maps are large (Σₚ gates ≈ P at init), so default-initialised weights would
@@ -172,14 +176,11 @@ class HourglassLandmarkNetwork(nn.Module):
         ctm_output = self.ctms[layer](x)
         return self.merges[layer].from_gates(x, ctm_output), ctm_output
 
-    def _fuse(self, lower: Tensor, upper: Tensor, low: CTMOutput | None, up: CTMOutput | None) -> Tensor:
-        """Eq. 7 per excitation, P folded into the batch: (B, P, D, H, W) (P = 1 for the baseline)."""
+    def _fuse(self, lower: Tensor, upper: Tensor, low: CTMOutput | None, up: CTMOutput | None) -> FusedMaps:
+        """Eq. 7 per excitation: maps (B, P, D, H, W) and pooled fᵖ_G (P = 1 for the baseline)."""
         if low is None or up is None:
-            return self.cff(lower, upper)[:, None]
-        lower_maps, upper_maps = low.excitation_maps(lower), up.excitation_maps(upper)
-        batch, excitations = lower_maps.shape[:2]
-        fused = self.cff(lower_maps.flatten(0, 1), upper_maps.flatten(0, 1))
-        return fused.unflatten(0, (batch, excitations))
+            return self.cff(lower[:, None], upper[:, None])
+        return self.cff(low.excitation_maps(lower), up.excitation_maps(upper))
 
     def forward_features(self, images: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """The map feeding the head and the COCS terms (Eq. 6 values, unweighted)."""
@@ -196,9 +197,9 @@ class HourglassLandmarkNetwork(nn.Module):
             mode = self.config.cocs_mode  # float32: the normalised dot products are too coarse in bf16
             cocs["T"] = cocs_loss(up.pooled().float(), mode=mode)
             cocs["T-1"] = cocs_loss(low.pooled().float(), mode=mode)
-            cocs["G"] = cocs_loss(fused.mean(dim=(3, 4), dtype=torch.float32).transpose(0, 1), mode=mode)
+            cocs["G"] = cocs_loss(fused.pooled, mode=mode)
         if self.config.head_source == "G" and fused is not None:
-            features = self.merges["G"].from_maps(fused) if "G" in self.merges else fused[:, 0]
+            features = self.merges["G"].from_maps(fused.maps) if "G" in self.merges else fused.maps[:, 0]
         return features, cocs
 
     def forward_head(self, features: Tensor) -> Tensor:
