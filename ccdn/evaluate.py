@@ -34,12 +34,12 @@ class EvaluationError(ConfigError):
 
 # ------------------------------------------------------------------------------------ metrics
 def dataset_norms(dataset: str, scheme: str) -> tuple[str, ...]:
-    """The normalisers the paper reports for ``dataset`` (unknown ones: inter-ocular; face size for 19 points)."""
-    from ccdn.data.schemes import DATASETS
+    """The normalisers the paper reports for ``dataset``; other sets (custom) get their scheme's (SCHEME_NORMS)."""
+    from ccdn.data.schemes import DATASETS, SCHEME_NORMS
 
     if dataset in DATASETS:
         return tuple(DATASETS[dataset].norms)
-    return ("face_size",) if str(scheme) == "19" else ("inter_ocular",)
+    return SCHEME_NORMS.get(str(scheme), ("inter_ocular",))
 
 
 def per_image_errors(pred: np.ndarray, gt: np.ndarray, norms: tuple[str, ...], *, scheme: str,
@@ -204,6 +204,9 @@ def evaluate(run_dir: Path | str, data: Path | str, *, split: str = "test", flip
         "split": split,
         "seed": config["seed"],
         "synthetic": bool(test.synthetic),
+        "partial": test.meta.get("partial"),
+        "custom": bool(test.meta.get("custom", False)),
+        "source": test.meta.get("source"),
         "flip_test": bool(flip),
         "variant": {"num_excitations": config["model"]["options"].get("num_excitations"),
                     "gammas": list(config["loss"]["gammas"])},

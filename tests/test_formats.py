@@ -162,11 +162,13 @@ PTS_HEADER = "version: 1\nn_points:  68\n{\n"
     ("body", "line", "message"),
     [
         (PTS_HEADER + "1 2\n" * 30, 33, "truncated: ends after 30 of 68 points"),
-        (PTS_HEADER + "1 2\n" * 30 + "}\n", 34, "truncated: ends after 30 of 68 points"),
+        (PTS_HEADER + "1 2\n" * 30 + "}\n", 34, "count mismatch: n_points is 68 but the body between"),
+        (PTS_HEADER + "1 2\n" * 67 + "}\n", 71, "n_points is 68 but the body between '{' and '}' has 67 points"),
         ("version: 1\nn_points:  67\n{\n" + "1 2\n" * 67 + "}\n", 2, "n_points is 67, expected 68"),
         (PTS_HEADER + "1 2\n" * 6 + "1 abc\n" + "1 2\n" * 61 + "}\n", 10, "non-numeric coordinate"),
         (PTS_HEADER + "1 2\n" * 68, 71, "closing '}' is missing"),
-        (PTS_HEADER + "1 2\n" * 69 + "}\n", 72, "expected '}' after 68 points"),
+        (PTS_HEADER + "1 2\n" * 69 + "}\n", 73, "has 69 points"),
+        (PTS_HEADER + "1 2\n" * 68 + "}\n1 2\n", 73, "unexpected text after the closing '}'"),
         ("n_points: 68\n{\n", 2, "truncated"),
     ],
 )
@@ -186,7 +188,8 @@ def test_300w_missing_images_are_listed(tmp_path):
     with pytest.raises(DataFormatError) as info:
         read_dataset("300w", tmp_path)
     text = str(info.value)
-    assert "2 of 6 image files" in text and "image_092 _01.jpg" in text and "1051618982_1.jpg" in text
+    assert "2 of 6 image files" in text and "image_092 _01.*" in text and "1051618982_1.*" in text
+    assert "any extension Pillow reads: " in text and " .jpg " in text and " .ppm " in text
 
 
 def test_300w_unreadable_image_is_named(tmp_path):

@@ -17,7 +17,6 @@ import json
 import os
 import sys
 import types
-import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
@@ -31,6 +30,7 @@ import ccdn
 from ccdn.cli import CCDNError
 from ccdn.config import parse_key_values
 from ccdn.data.crop import apply_affine, cache_to_original, crop_face, square_box  # noqa: F401  (re-exported)
+from ccdn.data.completeness import check_counts  # noqa: F401  (re-exported)
 from ccdn.data.errors import DataFormatError
 from ccdn.data.records import RawFace
 from ccdn.data.schemes import DATASETS, get_dataset, get_scheme
@@ -196,6 +196,7 @@ def prepare_dataset(
     *,
     force: bool = False,
     reader: Reader | None = None,
+    partial: bool = False,
 ) -> dict[str, Path]:
     """Build (or reuse) ``out_root/<split>.npz`` for every split of dataset ``name``.
 
@@ -206,6 +207,7 @@ def prepare_dataset(
         settings: a :class:`PrepareSettings` or a mapping of its fields.
         force: rebuild even if an existing cache was built from other inputs/settings.
         reader: ``(name, raw_root) -> {split: [RawFace]}``; defaults to ``ccdn.data.formats.read_dataset``.
+        partial: accept a subset of the release (``ccdn.data.completeness``), labelled "partial: n of N faces".
 
     Returns:
         ``{split: path}`` of the caches.
@@ -220,14 +222,24 @@ def prepare_dataset(
             f"or make a synthetic set with `ccdn synth {name} --out {raw_root} --seed 0`, or pass --raw DIR"
         )
     fingerprint = _fingerprint(name, settings, input_fingerprint(raw_root, settings.fingerprint))
+    if partial:
+        fingerprint["partial"] = True
     reusable = _check_existing(out_root, info.splits, fingerprint, force)
     if len(reusable) == len(info.splits):
         print(f"prepare {name}: cache in {out_root} is up to date; nothing to do", file=sys.stderr)
         return reusable
 
     synthetic = _read_synthetic(raw_root)
-    faces_by_split = _read_faces(reader, name, raw_root, settings.reader_options)
-    check_counts(name, faces_by_split, synthetic=synthetic is not None, raw_root=raw_root)
+    counts_of_release = None
+    if partial:
+        from ccdn.data.completeness import read_partial
+
+        faces_by_split, counts_of_release = read_partial(
+            name, raw_root, lambda options: _read_faces(reader, name, raw_root, options), settings.reader_options
+        )
+    else:
+        faces_by_split = _read_faces(reader, name, raw_root, settings.reader_options)
+        check_counts(name, faces_by_split, synthetic=synthetic is not None, raw_root=raw_root)
     out_root.mkdir(parents=True, exist_ok=True)
     paths = dict(reusable)
     for split, faces in faces_by_split.items():
@@ -235,6 +247,7 @@ def prepare_dataset(
             continue
         arrays = build_split_arrays(name, split, faces, settings, raw_root=raw_root)
         meta = _split_meta(name, split, arrays, settings, fingerprint, synthetic, raw_root)
+        meta["partial"] = counts_of_release[split] if counts_of_release else None
         arrays["meta"] = np.array(json.dumps(meta))
         paths[split] = out_root / f"{split}.npz"
         _write_npz_atomic(paths[split], arrays)
@@ -303,41 +316,12 @@ def _read_faces(reader: Reader | None, name: str, raw_root: Path, options: dict)
     return faces
 
 
-def check_counts(name: str, faces_by_split: Mapping[str, list[RawFace]], *, synthetic: bool, raw_root: Path) -> None:
-    """On real data, every enforced split/subset count must match the standard protocol."""
-    if synthetic:
-        return
-    info = get_dataset(name)
-    mismatches = []
-    for (split, subset), expected in info.expected_counts.items():
-        actual = _subset_count(faces_by_split.get(split, []), subset)
-        if actual != expected:
-            mismatches.append(f"{split}/{subset}: {actual} faces, expected {expected}")
-    if mismatches:
-        raise DataFormatError(
-            f"{raw_root}: the {name} data does not have the standard split sizes ({'; '.join(mismatches)}). "
-            "The download is incomplete or not the official release: re-run `ccdn fetch "
-            f"{name}` and see docs/data.md. (Synthetic data must carry SYNTHETIC.json.)"
-        )
-    for (split, subset), quoted in info.reported_counts.items():
-        actual = _subset_count(faces_by_split.get(split, []), subset)
-        if actual != quoted:
-            warnings.warn(
-                f"{name} {split}/{subset} has {actual} faces; the paper quotes {quoted} ({info.notes})",
-                stacklevel=2,
-            )
-
-
-def _subset_count(faces: Sequence[RawFace], subset: str) -> int:
-    return sum(subset in face.subsets for face in faces)
-
-
-def build_split_arrays(
-    name: str, split: str, faces: Sequence[RawFace], settings: PrepareSettings, *, raw_root: Path | None = None
-) -> dict[str, np.ndarray]:
-    """Crop every face of one split and collect the Contract 2 arrays (all but ``meta``)."""
-    info = get_dataset(name)
-    num_points = get_scheme(info.scheme).num_points
+def build_split_arrays(name: str, split: str, faces: Sequence[RawFace], settings: PrepareSettings, *,
+                       raw_root: Path | None = None, scheme: str | None = None) -> dict[str, np.ndarray]:
+    """Crop every face of one split and collect the Contract 2 arrays (all but ``meta``); ``scheme``
+    is needed for a set that is not one of the benchmarks (``ccdn prepare custom``)."""
+    known_subsets = DATASETS[name].subsets.get(split, ()) if name in DATASETS else ()
+    num_points = get_scheme(scheme or get_dataset(name).scheme).num_points
     n, size = len(faces), settings.cache_size
     if n == 0:
         raise DataFormatError(f"{raw_root}: split {split!r} of {name} has no faces")
@@ -351,7 +335,7 @@ def build_split_arrays(
         to_original[i] = matrix[:2]
         landmarks[i] = apply_affine(np.linalg.inv(matrix), original)
     attribute_names = _ordered_union([list(face.attributes) for face in faces])
-    subset_names = _ordered_union([list(info.subsets.get(split, ()))] + [list(face.subsets) for face in faces])
+    subset_names = _ordered_union([list(known_subsets)] + [list(face.subsets) for face in faces])
     boxes = np.stack([np.asarray(face.box, dtype=np.float32) for face in faces])
     return {
         "images": images,
@@ -451,12 +435,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "prepare",
         help="crop a raw dataset into the per-split cache",
-        description="Crop every face of data/raw/DATASET into data/prepared/DATASET/<split>.npz.",
+        description="Crop every face of data/raw/DATASET into data/prepared/DATASET/<split>.npz "
+        "(DATASET custom: a folder of your own annotated faces; docs/data.md, 'Your own data').",
     )
-    parser.add_argument("dataset", choices=sorted(DATASETS), help="dataset name")
+    parser.add_argument("dataset", choices=[*sorted(DATASETS), "custom"], help="dataset name, or custom")
     parser.add_argument("--raw", type=Path, default=None, help="raw root (default data/raw/DATASET)")
     parser.add_argument("--out", type=Path, default=None, help="cache directory (default data/prepared/DATASET)")
     parser.add_argument("--force", action="store_true", help="rebuild a cache made from other inputs/settings")
+    from ccdn.data.custom import add_own_data_arguments
+
+    add_own_data_arguments(parser)
     parser.add_argument(
         "settings",
         nargs="*",
@@ -480,10 +468,14 @@ def _parse_known_intermixed(self: argparse.ArgumentParser, args=None, namespace=
 
 
 def run(args: argparse.Namespace) -> int:
+    from ccdn.data.custom import run_custom
+
+    if run_custom(args, PrepareSettings.from_mapping(parse_overrides(args.settings))):
+        return 0
     raw = args.raw or Path("data/raw") / args.dataset
     out = args.out or Path("data/prepared") / args.dataset
     settings = PrepareSettings.from_mapping(parse_overrides(args.settings))
-    paths = prepare_dataset(args.dataset, raw, out, settings, force=args.force)
+    paths = prepare_dataset(args.dataset, raw, out, settings, force=args.force, partial=args.partial)
     for split, path in sorted(paths.items()):
         print(f"{split}: {path}")
     return 0

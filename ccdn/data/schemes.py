@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["LandmarkScheme", "DatasetInfo", "SCHEMES", "DATASETS", "get_scheme", "get_dataset", "swap_side"]
+__all__ = [
+    "LandmarkScheme", "DatasetInfo", "SCHEMES", "DATASETS", "SCHEME_NORMS", "get_scheme", "get_dataset", "swap_side",
+]
 
 
 @dataclass(frozen=True)
@@ -296,3 +298,13 @@ def get_dataset(name: str) -> DatasetInfo:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
     return DATASETS[name]
+
+
+# The normalisers of the benchmark each scheme comes from (300W, WFLW, COFW-29, AFLW): what a set of
+# one's own faces (``ccdn prepare custom``) is scored with.
+SCHEME_NORMS: dict[str, tuple[str, ...]] = {
+    "68": ("inter_pupil", "inter_ocular"),
+    "98": ("inter_ocular",),
+    "29": ("inter_pupil",),
+    "19": ("face_size",),
+}

@@ -1,4 +1,4 @@
-"""``ccdn report {table,figure,summary,readme}``: thin wrappers over the report modules."""
+"""``ccdn report {table,figure,summary,readme,metrics}``: thin wrappers over the report modules."""
 
 from __future__ import annotations
 
@@ -36,6 +36,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     readme.add_argument("--workflow", type=Path, default=Path("workflow"),
                         help="Snakemake workflow folder whose rules are named in the README")
 
+    metrics = sub.add_parser("metrics", help="one row per subset of any metrics.json (custom/partial sets)")
+    metrics.add_argument("paths", nargs="+", type=Path, metavar="METRICS_JSON")
+    metrics.add_argument("--out", type=Path, required=True, help="Markdown file to write")
+
     parser.set_defaults(func=run)
     return parser
 
@@ -54,6 +58,11 @@ def _load_grid(path: str) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch one ``ccdn report`` sub-command and print the files it wrote."""
+    if args.report_command == "metrics":
+        from ccdn.report.rows import write_metrics_rows
+
+        print(write_metrics_rows(args.paths, args.out))
+        return 0
     grid = _load_grid(args.config)
     if args.report_command == "table":
         from ccdn.report.tables import write_table

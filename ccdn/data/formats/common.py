@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from ccdn.data.errors import DataFormatError
+from ccdn.data.formats.images import is_missing_image_path, missing_images_note
 from ccdn.data.records import RawFace
 
 __all__ = [
@@ -55,9 +56,10 @@ def check_images(faces: Iterable[RawFace], fix: str, progress: bool = False) -> 
     paths = sorted({face.image_path for face in faces if face.image is None})
     missing = [p for p in paths if not p.is_file()]
     if missing:
+        note = f"\n{missing_images_note()}" if any(is_missing_image_path(p) for p in missing) else ""
         raise DataFormatError(
             f"{len(missing)} of {len(paths)} image files referenced by the annotations are missing:\n  "
-            f"{list_paths(missing)}\nFix: {fix}"
+            f"{list_paths(missing)}{note}\nFix: {fix}"
         )
     iterator: Iterable[Path] = paths
     if progress:

@@ -17,8 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ccdn.data.formats.common import check_images, format_error, write_text_atomic
+from ccdn.data.formats import pts as pts_format
+from ccdn.data.formats.common import check_images, format_error
+from ccdn.data.formats.images import ImageFinder
 from ccdn.data.formats.matlab import as_string, load_mat, save_mat_v5
+from ccdn.data.formats.pts import write_pts
 from ccdn.data.records import RawFace
 
 __all__ = [
@@ -43,9 +46,12 @@ FOLDERS: dict[str, tuple[str, tuple[str, ...], str]] = {
 }
 BOX_DIR = "Bounding Boxes"
 BOX_CHOICES = ("detector", "ground_truth")
-IMAGE_SUFFIXES = (".jpg", ".png", ".jpeg", ".JPG", ".PNG", ".JPEG")
 NUM_POINTS = 68
 _FIX_ANNOTATIONS = "re-download and unpack the 300W annotation zips (afw, helen, lfpw, ibug) as docs/data.md says"
+_FIX_FOLDER = (
+    f"{_FIX_ANNOTATIONS}; to prepare only the folders you have, run `ccdn prepare 300w --partial`; "
+    "for faces of your own, `ccdn prepare custom` (docs/data.md, 'Your own data')"
+)
 _FIX_BOXES = "re-download bounding_boxes.zip from the iBUG 300-W page and unpack it into the raw root"
 
 
@@ -58,86 +64,8 @@ def box_file(root: Path, folder: str) -> Path:
 
 
 def read_pts(path: Path, num_points: int = NUM_POINTS) -> np.ndarray:
-    """Read an iBUG ``.pts`` file as a ``(num_points, 2)`` array of **0-based** x, y.
-
-    Raises ``DataFormatError`` naming the file and line for a bad header, a point count other than
-    ``num_points``, a non-numeric or short line, or a file that ends before the closing brace.
-    """
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise format_error(path, f"cannot read the file ({exc})", _FIX_ANNOTATIONS) from exc
-    lines = _strip_trailing_blank(lines)
-    declared = _pts_header(path, lines)
-    if declared != num_points:
-        raise format_error(path, f"n_points is {declared}, expected {num_points}", _FIX_ANNOTATIONS, line=2)
-    points = np.empty((num_points, 2), dtype=np.float64)
-    for k in range(num_points):
-        lineno = 4 + k  # 1-based: version, n_points, "{" come first
-        if lineno > len(lines) or lines[lineno - 1].strip() == "}":
-            raise format_error(
-                path,
-                f"file is truncated: ends after {k} of {num_points} points",
-                _FIX_ANNOTATIONS,
-                line=min(lineno, len(lines)),
-            )
-        points[k] = _pts_point(path, lines[lineno - 1], lineno)
-    closing = 4 + num_points
-    if closing > len(lines):
-        raise format_error(path, "file is truncated: the closing '}' is missing", _FIX_ANNOTATIONS, line=len(lines))
-    if lines[closing - 1].strip() != "}":
-        raise format_error(
-            path,
-            f"expected '}}' after {num_points} points, found {lines[closing - 1].strip()!r}",
-            _FIX_ANNOTATIONS,
-            line=closing,
-        )
-    return points - 1.0
-
-
-def _strip_trailing_blank(lines: list[str]) -> list[str]:
-    while lines and not lines[-1].strip():
-        lines = lines[:-1]
-    return lines
-
-
-def _pts_header(path: Path, lines: list[str]) -> int:
-    if len(lines) < 3:
-        problem = f"file is truncated: {len(lines)} lines, no complete header"
-        raise format_error(path, problem, _FIX_ANNOTATIONS, line=len(lines))
-    if not lines[0].strip().lower().startswith("version"):
-        raise format_error(path, f"expected 'version: 1', found {lines[0].strip()!r}", _FIX_ANNOTATIONS, line=1)
-    key, _, value = lines[1].partition(":")
-    if key.strip().lower() != "n_points":
-        raise format_error(path, f"expected 'n_points: N', found {lines[1].strip()!r}", _FIX_ANNOTATIONS, line=2)
-    try:
-        declared = int(value.strip())
-    except ValueError as exc:
-        raise format_error(path, f"n_points is not an integer: {value.strip()!r}", _FIX_ANNOTATIONS, line=2) from exc
-    if lines[2].strip() != "{":
-        raise format_error(path, f"expected '{{', found {lines[2].strip()!r}", _FIX_ANNOTATIONS, line=3)
-    return declared
-
-
-def _pts_point(path: Path, text: str, lineno: int) -> tuple[float, float]:
-    fields = text.split()
-    if len(fields) != 2:
-        raise format_error(path, f"expected 'x y', found {text.strip()!r}", _FIX_ANNOTATIONS, line=lineno)
-    try:
-        x, y = float(fields[0]), float(fields[1])
-    except ValueError as exc:
-        raise format_error(path, f"non-numeric coordinate in {text.strip()!r}", _FIX_ANNOTATIONS, line=lineno) from exc
-    if not (np.isfinite(x) and np.isfinite(y)):
-        raise format_error(path, f"non-finite coordinate in {text.strip()!r}", _FIX_ANNOTATIONS, line=lineno)
-    return x, y
-
-
-def write_pts(path: Path, landmarks: np.ndarray) -> None:
-    """Write 0-based ``(L, 2)`` landmarks as an iBUG ``.pts`` file (1-based, three decimals)."""
-    points = np.asarray(landmarks, dtype=np.float64) + 1.0
-    body = "\n".join(f"{x:.3f} {y:.3f}" for x, y in points)
-    write_text_atomic(Path(path), f"version: 1\nn_points:  {len(points)}\n{{\n{body}\n}}\n")
+    """A 300W ``.pts`` file as 0-based ``(num_points, 2)`` x, y (:func:`ccdn.data.formats.pts.read_pts`)."""
+    return pts_format.read_pts(path, num_points, fix=_FIX_ANNOTATIONS)
 
 
 # ------------------------------------------------------------------------------ bounding boxes
@@ -204,7 +132,11 @@ def write_bounding_boxes(path: Path, entries: list[tuple[str, np.ndarray, np.nda
 
 
 def read_300w(
-    raw_root: Path, box: str = "detector", check_image_files: bool = True, progress: bool = False
+    raw_root: Path,
+    box: str = "detector",
+    check_image_files: bool = True,
+    progress: bool = False,
+    require_all_folders: bool = True,
 ) -> dict[str, list[RawFace]]:
     """All 300W faces by split: ``train`` (afw, helen/lfpw trainsets) and ``test`` (subsets
     ``common`` = helen/lfpw testsets, ``challenging`` = ibug; every test face is in ``full``).
@@ -216,20 +148,25 @@ def read_300w(
         raise ValueError(f"box must be one of {BOX_CHOICES}, got {box!r}")
     root = Path(raw_root)
     splits: dict[str, list[RawFace]] = {"train": [], "test": []}
+    finder = ImageFinder()
     for folder, (split, subsets, _) in FOLDERS.items():
-        splits[split].extend(_read_folder(root, folder, subsets, box))
+        if not require_all_folders and not any((root / folder).glob("*.pts")):
+            continue
+        splits[split].extend(_read_folder(root, folder, subsets, box, finder))
     if check_image_files:
         check_images([*splits["train"], *splits["test"]], _FIX_ANNOTATIONS, progress=progress)
     return splits
 
 
-def _read_folder(root: Path, folder: str, subsets: tuple[str, ...], box: str) -> list[RawFace]:
+def _read_folder(
+    root: Path, folder: str, subsets: tuple[str, ...], box: str, finder: ImageFinder
+) -> list[RawFace]:
     directory = root / folder
     if not directory.is_dir():
-        raise format_error(directory, "300W folder not found", _FIX_ANNOTATIONS)
+        raise format_error(directory, "300W folder not found", _FIX_FOLDER)
     pts_files = sorted(directory.glob("*.pts"))
     if not pts_files:
-        raise format_error(directory, "no .pts annotation files in this 300W folder", _FIX_ANNOTATIONS)
+        raise format_error(directory, "no .pts annotation files in this 300W folder", _FIX_FOLDER)
     box_path = box_file(root, folder)
     boxes = read_bounding_boxes(box_path)
     faces = []
@@ -241,7 +178,7 @@ def _read_folder(root: Path, folder: str, subsets: tuple[str, ...], box: str) ->
         faces.append(
             RawFace(
                 face_id=f"{folder}/{pts.stem}",
-                image_path=_image_for(pts),
+                image_path=finder.find(directory, pts.stem),
                 landmarks=landmarks,
                 box=detector if box == "detector" else ground_truth,
                 occluded=np.zeros(len(landmarks), dtype=bool),
@@ -249,12 +186,3 @@ def _read_folder(root: Path, folder: str, subsets: tuple[str, ...], box: str) ->
             )
         )
     return faces
-
-
-def _image_for(pts: Path) -> Path:
-    """The image next to a ``.pts`` file (same stem; .jpg or .png); the .jpg name when none exists."""
-    for suffix in IMAGE_SUFFIXES:
-        candidate = pts.with_name(pts.stem + suffix)
-        if candidate.is_file():
-            return candidate
-    return pts.with_name(pts.stem + ".jpg")
