@@ -272,3 +272,22 @@ def test_without_partial_the_count_error_names_both_routes(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "does not have the standard split sizes" in err and "ccdn prepare 300w --partial" in err
     assert "ccdn prepare custom --raw DIR --scheme N" in err and not (tmp_path / "prepared").exists()
+
+
+def test_partial_wflw_leaves_out_faces_without_images(tmp_path, capsys):
+    from ccdn.data.synth import synthesize
+
+    raw = tmp_path / "wflw"
+    synthesize("wflw", raw, seed=0, n_train=4, n_test=4)
+    (raw / "SYNTHETIC.json").unlink()  # stands for a real release with some images not downloaded
+    for hidden in raw.glob(".ccdn-synth*"):
+        shutil.rmtree(hidden) if hidden.is_dir() else hidden.unlink()
+    missing = sorted((raw / "WFLW_images").rglob("*test*.jpg"))[0]
+    missing.unlink()
+    with pytest.raises(DataFormatError, match="1 of 8 image files referenced by the annotations are missing"):
+        prepare_dataset("wflw", raw, tmp_path / "prepared", {"cache_size": 32})
+    prepare_dataset("wflw", raw, tmp_path / "prepared", {"cache_size": 32}, partial=True)
+    assert "test: 1 face(s) without an image file left out" in capsys.readouterr().err
+    train, test = load_split(tmp_path / "prepared", "train"), load_split(tmp_path / "prepared", "test")
+    assert train.meta["partial"] == {"n": 4, "of": 7500} and test.meta["partial"] == {"n": 3, "of": 2500}
+    assert not train.synthetic and not test.synthetic
