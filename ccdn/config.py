@@ -176,6 +176,9 @@ def validate_config(config: Mapping[str, Any]) -> None:
     minutes = config["train"]["checkpoint_minutes"]
     if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or minutes < 0:
         raise ConfigError(f"train.checkpoint_minutes must be a number >= 0 (0: after every step), got {minutes!r}")
+    for key in ("channels_last", "deterministic", "sync_batchnorm"):
+        if not isinstance(config["train"][key], bool):
+            raise ConfigError(f"train.{key} must be true or false, got {config['train'][key]!r}")
     for key in ("max_steps_per_epoch", "limit_train_images", "keep_epoch_checkpoints"):
         value = config["train"][key]
         if value is not None and not (isinstance(value, int) and value >= 1):

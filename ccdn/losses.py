@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ccdn.global_batch import global_batch_mean
+
 COCS_MODES = ("batch", "per_sample")
 COCS_TERMS = ("T", "T-1", "G")
 COORD_REDUCTIONS = ("sum", "mean")
@@ -29,14 +31,15 @@ def correlation_matrix(features: Tensor, *, mode: str = "batch", eps: float = 1e
 
     Each fᵖ_b is l2-normalised. ``mode="batch"`` is Eq. 5 as written,
     ``Q_{p,p'} = (1/B²) Σ_{b,b'} ⟨fᵖ_b, fᵖ'_b'⟩`` — i.e. the dot product of the batch means —
-    returning (P, P). ``mode="per_sample"`` returns one ``Q_b = F_b F_bᵀ`` per image, (B, P, P),
+    returning (P, P); under DDP B is the global batch (``ccdn.global_batch``). ``mode="per_sample"`` returns one ``Q_b = F_b F_bᵀ`` per image, (B, P, P),
     whose diagonal is exactly 1 (:func:`cross_semantic_loss` averages over the leading axis).
     """
     if features.dim() != 3:
         raise ValueError(f"correlation_matrix expects features (P, B, D), got shape {tuple(features.shape)}")
     normalised = F.normalize(features, dim=-1, eps=eps)
     if mode == "batch":
-        batch_mean = normalised.mean(dim=1)  # (1/B) Σ_b fᵖ_b, so Q = mean·meanᵀ = (1/B²) Σ Fᵀ F
+        # (1/B) Σ_b fᵖ_b over the global batch (all DDP processes), so Q = mean·meanᵀ = (1/B²) Σ Fᵀ F
+        batch_mean = global_batch_mean(normalised, dim=1)
         return batch_mean @ batch_mean.T
     if mode == "per_sample":
         return torch.einsum("pbd,qbd->bpq", normalised, normalised)

@@ -35,6 +35,7 @@ from ccdn.distributed import (
     barrier,
     dataloader_workers,
 )
+from ccdn.global_batch import sync_batchnorm
 from ccdn.data.crop import to_original
 from ccdn.training.data import (
     EpochShardSampler,
@@ -123,9 +124,9 @@ class Trainer:
 
         model_cfg = self.config["model"]
         model = create_model(model_cfg["name"], self.num_landmarks, **model_cfg["options"])
-        if self.info.distributed and self.device.type == "cuda":
-            # BatchNorm statistics over the global batch, as in a single-GPU run (gloo/CPU cannot sync BN).
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if self.info.distributed and self.config["train"]["sync_batchnorm"]:
+            # BatchNorm statistics over the global batch, as in a single-process run (ccdn.global_batch).
+            model = sync_batchnorm(model, self.device)
         model = model.to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
