@@ -70,6 +70,22 @@ def _xml_images(text: str) -> list[tuple[str, str, str]]:
 # ------------------------------------------------------------------------------------ lenient readers
 
 
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param(lambda text: "\ufeff" + text, id="byte-order mark"),
+        pytest.param(lambda text: text.replace("\n", "\r\n"), id="CRLF"),
+        pytest.param(lambda text: text.replace("{\n", "{\n\n").replace("}", "\n}\n\n\n"), id="blank lines"),
+        pytest.param(lambda text: text.replace("\n", " \t \n"), id="trailing spaces"),
+    ],
+)
+def test_each_hand_edit_is_tolerated(tmp_path, edit):
+    path = tmp_path / "edited.pts"
+    path.write_bytes(edit(ASTRONAUT_PTS.read_text()).encode("utf-8"))
+    assert path.read_bytes() != ASTRONAUT_PTS.read_bytes()
+    np.testing.assert_array_equal(read_pts(path), read_pts(ASTRONAUT_PTS))
+
+
 def test_hand_edited_pts_reads_like_the_original(tmp_path):
     edited = tmp_path / "edited.pts"
     edited.write_bytes(_hand_edited(ASTRONAUT_PTS.read_text()))
@@ -165,6 +181,17 @@ def test_custom_train_split_trains_unchanged(tmp_path, single_thread):
     config = tiny_config(tmp_path / "prepared", "model.name=test/tiny", "data.dataset=custom-own", "optim.epochs=1")
     result = train(config, tmp_path / "run", progress=False)
     assert (result.run_dir / "model.pt").is_file() and np.isfinite(result.history[-1]["val_nme"])
+
+
+def test_a_synthetic_folder_stays_synthetic_as_a_custom_set(tmp_path):
+    raw = tmp_path / "own"
+    raw.mkdir()
+    shutil.copyfile(ASTRONAUT_PNG, raw / "astronaut.png")
+    shutil.copyfile(ASTRONAUT_PTS, raw / "astronaut.pts")
+    (raw / "SYNTHETIC.json").write_text(json.dumps({"synthetic": True, "seed": 0}))
+    prepare_custom(raw, tmp_path / "prepared", "68", settings=None)
+    split = load_split(tmp_path / "prepared", "test")
+    assert split.synthetic is True and split.meta["custom"] is True
 
 
 def test_split_is_seeded_and_disjoint():

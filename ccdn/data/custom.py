@@ -1,9 +1,10 @@
 """``ccdn prepare custom``: a folder of one's own annotated faces becomes a cache like the benchmarks'.
 
 The cache is the same Contract 2 file the official sets get, so ``ccdn train`` and ``ccdn evaluate``
-work on it unchanged; its ``meta`` marks it real (``synthetic: false``), ``custom: true`` with its
-source folder and where its boxes came from, and evaluation scores it with its scheme's
-normalisers (``ccdn.data.schemes.SCHEME_NORMS``). Everything goes to split ``test``; with
+work on it unchanged. Its ``meta`` marks it real (``synthetic: false``, unless the folder holds
+``ccdn synth``'s ``SYNTHETIC.json``) and ``custom: true``, with its source folder and where its
+boxes came from; evaluation scores it with its scheme's normalisers
+(``ccdn.data.schemes.SCHEME_NORMS``). Everything goes to split ``test``; with
 ``--train-fraction F`` a seeded random fraction F goes to ``train`` instead.
 """
 
@@ -27,6 +28,7 @@ from ccdn.data.prepare import (
     CACHE_FORMAT_VERSION,
     PrepareSettings,
     _check_existing,
+    _read_synthetic,
     _write_npz_atomic,
     build_split_arrays,
     input_fingerprint,
@@ -95,6 +97,7 @@ def prepare_custom(
     if len(reusable) == len(splits):
         print(f"prepare custom: cache in {out_root} is up to date; nothing to do", file=sys.stderr)
         return reusable
+    synthetic = _read_synthetic(raw_root)  # a `ccdn synth` folder stays labelled synthetic
     folder = read_annotated_folder(raw_root, get_scheme(scheme).num_points, boxes)
     faces_by_split = split_faces(folder.faces, train_fraction)
     arrays_by_split = {
@@ -105,7 +108,7 @@ def prepare_custom(
     out_root.mkdir(parents=True, exist_ok=True)
     paths = dict(reusable)
     for split, arrays in arrays_by_split.items():
-        meta = _custom_meta(name, split, scheme, arrays, settings, fingerprint, raw_root, folder, boxes)
+        meta = _custom_meta(name, split, scheme, arrays, settings, fingerprint, raw_root, folder, boxes, synthetic)
         arrays["meta"] = np.array(json.dumps(meta))
         paths[split] = out_root / f"{split}.npz"
         _write_npz_atomic(paths[split], arrays)
@@ -124,15 +127,16 @@ def _custom_fingerprint(name, scheme, raw_root, boxes, train_fraction, settings)
     }
 
 
-def _custom_meta(name, split, scheme, arrays, settings, fingerprint, raw_root, folder: AnnotatedFolder, boxes):
+def _custom_meta(name, split, scheme, arrays, settings, fingerprint, raw_root, folder: AnnotatedFolder, boxes,
+                 synthetic):
     ids = {str(face_id) for face_id in arrays["face_ids"]}
     used = {face_id: source for face_id, source in folder.box_sources.items() if face_id in ids}
     return {
         "dataset": name,
         "split": split,
         "scheme": scheme,
-        "synthetic": False,
-        "synthetic_info": None,
+        "synthetic": synthetic is not None,
+        "synthetic_info": synthetic,
         "custom": True,
         "source": str(raw_root.resolve()),
         "boxes_file": str(boxes.resolve()) if boxes is not None else None,

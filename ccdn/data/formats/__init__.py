@@ -2,7 +2,8 @@
 
 ``read_dataset(name, raw_root)`` returns ``{split: [RawFace, ...]}`` for ``300w``, ``cofw68``,
 ``aflw`` and ``wflw``; each format lives in its own module (``w300``, ``cofw``, ``aflw``, ``wflw``),
-with ``dlib_xml`` for the dlib imglab files, ``matlab`` for the ``.mat`` plumbing and ``common`` for
+with ``pts`` (iBUG ``.pts``), ``ljson`` (menpo), ``dlib_xml`` (dlib imglab), ``folder`` (a folder of
+one's own faces), ``images`` (image by stem), ``matlab`` for the ``.mat`` plumbing and ``common`` for
 error messages and image checks. Split sizes are not checked here: ``ccdn prepare`` checks them
 against ``ccdn.data.schemes.DATASETS``. Field-by-field notes: docs/data_formats.md.
 """

@@ -94,7 +94,8 @@ def load_image(face: RawFace, allow_truncated: bool = False) -> np.ndarray:
             rgb = image.convert("RGB")
     except FileNotFoundError as exc:
         fix = "place the dataset's images as docs/data.md says"
-        raise format_error(face.image_path, "image file not found", fix) from exc
+        problem = "image file not found" + (f" {missing_images_note()}" if is_missing_image_path(face.image_path) else "")
+        raise format_error(face.image_path, problem, fix) from exc
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise format_error(
             face.image_path,
