@@ -181,6 +181,7 @@ def test_custom_train_split_trains_unchanged(tmp_path, single_thread):
     config = tiny_config(tmp_path / "prepared", "model.name=test/tiny", "data.dataset=custom-own", "optim.epochs=1")
     result = train(config, tmp_path / "run", progress=False)
     assert (result.run_dir / "model.pt").is_file() and np.isfinite(result.history[-1]["val_nme"])
+    assert result.history[-1]["val_norm"] == "inter_pupil"  # the 68-point scheme's first, as evaluate scores it
 
 
 def test_a_synthetic_folder_stays_synthetic_as_a_custom_set(tmp_path):

@@ -86,8 +86,11 @@ def build_data(config: Mapping[str, Any], input_size: int) -> tuple[Any, Any, An
 
 
 def validation_norm(split: Any) -> str:
-    """The dataset's main NME normaliser (first of the paper's, from the dataset table)."""
-    from ccdn.data.schemes import DATASETS
+    """The dataset's main NME normaliser (first of the paper's, from the dataset table; for a custom
+    set, its scheme's first, as ``ccdn evaluate`` scores it)."""
+    from ccdn.data.schemes import DATASETS, SCHEME_NORMS
 
     name = str(split.meta.get("dataset", ""))
-    return DATASETS[name].norms[0] if name in DATASETS else "inter_ocular"
+    if name in DATASETS:
+        return DATASETS[name].norms[0]
+    return SCHEME_NORMS.get(str(split.meta.get("scheme", "")), ("inter_ocular",))[0]
