@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ccdn.cli import CCDNError
 
@@ -124,11 +125,12 @@ def predict_images(run_dir: Path, images: Sequence[Path], out: Path, *, box: np.
                    boxes_file: Path | None = None, scheme: str | None = None, enlarge: float = 1.1,
                    device: str = "auto") -> list[ImageFaces]:
     """Landmarks for every image; writes ``.pts``, ``.json`` and ``_overlay.png`` files under ``out``."""
+    from ccdn.config import load_config
     from ccdn.data.formats.common import load_image
     from ccdn.data.records import RawFace
+    from ccdn.data.schemes import get_scheme
     from ccdn.distributed import select_device
     from ccdn.evaluate import load_trained_model
-    from ccdn.data.schemes import get_scheme
 
     images = [Path(p) for p in images]
     _check_inputs(images)
@@ -136,22 +138,19 @@ def predict_images(run_dir: Path, images: Sequence[Path], out: Path, *, box: np.
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise CCDNError(f"{run_dir} has no config.yaml: pass a `ccdn train` run directory as --run-dir")
-    from ccdn.config import load_config
-
     scheme = run_scheme(run_dir, load_config(run_dir / "config.yaml"), scheme)
+    num_points = get_scheme(scheme).num_points
     torch_device = select_device(device)
-    model, config = load_trained_model(run_dir, get_scheme(scheme).num_points, torch_device)
+    model, config = load_trained_model(run_dir, num_points, torch_device)
     input_size = int(config["model"]["options"].get("input_size", 128))
     results = []
     for image_path in images:
         pixels = load_image(RawFace("image", image_path, np.zeros((0, 2)), np.zeros(4), np.zeros(0, dtype=bool)))
         face_boxes, source = _boxes_for(image_path, pixels, box, per_image)
-        landmarks = np.zeros((0, get_scheme(scheme).num_points, 2))
+        result = ImageFaces(image_path, face_boxes, np.zeros((0, num_points, 2)), source, [])
         if len(face_boxes):
-            landmarks = predict_landmarks(model, image_path, face_boxes, scheme=scheme, input_size=input_size,
-                                          enlarge=enlarge, device=torch_device)
-        result = ImageFaces(image_path, face_boxes, landmarks, source, [])
-        if len(face_boxes):
+            result.landmarks = predict_landmarks(model, image_path, face_boxes, scheme=scheme, input_size=input_size,
+                                                 enlarge=enlarge, device=torch_device)
             result.outputs = _write_outputs(result, pixels, out, run_dir, scheme)
         results.append(result)
     return results
@@ -163,6 +162,12 @@ def _check_inputs(images: list[Path]) -> None:
     missing = [str(p) for p in images if not p.is_file()]
     if missing:
         raise CCDNError(f"image file(s) not found: {', '.join(missing[:5])}")
+    for path in images:
+        try:
+            with Image.open(path) as image:
+                image.size  # noqa: B018  (the header is parsed on open)
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise CCDNError(f"{path}: not an image Pillow can read ({exc})") from exc
     stems: dict[str, Path] = {}
     for path in images:
         if path.stem in stems and stems[path.stem] != path:

@@ -111,6 +111,10 @@ def test_missing_image_and_bad_boxes_file_are_clear_errors(run_dir, tmp_path, ca
     out = tmp_path / "out"
     assert main(["predict", str(tmp_path / "nope.jpg"), "--run-dir", str(run_dir), "--out", str(out)]) == 2
     assert f"image file(s) not found: {tmp_path / 'nope.jpg'}" in capsys.readouterr().err
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    assert main(["predict", str(ASTRONAUT_PNG), str(broken), "--run-dir", str(run_dir), "--out", str(out)]) == 2
+    assert f"{broken}: not an image Pillow can read" in capsys.readouterr().err
     bad = tmp_path / "boxes.json"
     bad.write_text(json.dumps({"astronaut.png": [1, 2, 3]}))
     with pytest.raises(CCDNError, match=r"boxes.json: entry 'astronaut.png': \[1.0, 2.0, 3.0\] is not a box"):
