@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -175,6 +176,7 @@ def evaluate(run_dir: Path | str, data: Path | str, *, split: str = "test", flip
     from ccdn.data.schemes import get_scheme
     from ccdn.distributed import dataloader_workers, select_device
 
+    started = time.perf_counter()
     run_dir, data = Path(run_dir), Path(data)
     test = load_split(data, split)
     dataset_name = str(test.meta.get("dataset", data.name))
@@ -214,6 +216,8 @@ def evaluate(run_dir: Path | str, data: Path | str, *, split: str = "test", flip
         "threshold": THRESHOLD,
         "n_images": int(len(indices)),
         "subsets": summarise(errors, subsets),
+        # wall-clock of loading, prediction and scoring (not the activation maps); read by the compute notes
+        "timing": {"seconds": round(time.perf_counter() - started, 3), "device": torch_device.type},
     }
     _save_npz(out / "predictions.npz", pred=pred.astype(np.float32), gt=gt.astype(np.float32),
               pred_crop=crops.astype(np.float32), face_ids=test.face_ids[indices].astype(str),

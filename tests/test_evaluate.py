@@ -134,6 +134,7 @@ def test_a_300w_model_is_scored_on_cofw68_with_its_normaliser(tiny_300w, tiny_co
     assert metrics["subsets"]["full"]["nme"] == {"inter_pupil": pytest.approx(100 * errors["inter_pupil"].mean(),
                                                                              rel=1e-5)}
     assert (run_dir / "eval" / "cofw68" / "metrics.json").is_file()  # default output directory
+    assert metrics["timing"]["device"] == "cpu" and metrics["timing"]["seconds"] > 0  # read by the compute notes
 
 
 def test_unfinished_run_is_a_clear_error(tiny_300w, tmp_path):

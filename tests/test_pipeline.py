@@ -148,7 +148,9 @@ def test_dry_run_builds_the_full_dag(copy: Path, config: str) -> None:
     for figure in FIGURES:
         for path in grid.figure_outputs(figure):
             assert str(path) in outputs, f"{path} missing from the DAG of {config}"
-    for path in (grid.readme_path, grid.summary_path, grid.ced_data_path("fig5"), grid.ced_data_path("fig7")):
+    for path in (grid.readme_path, grid.summary_path, grid.ced_data_path("fig5"), grid.ced_data_path("fig7"),
+                 grid.metrics_dir / "headline", grid.metrics_dir / "learning_curves.csv",
+                 grid.figures_dir / "learning_curves.png"):
         assert str(path) in outputs
     if config == "config/paper.yaml":  # three seeds of the paper's recipe
         assert {f"ccdn-300w-s{seed}" for seed in (0, 1, 2)} <= {Path(o).parent.name for o in outputs}
@@ -218,9 +220,11 @@ def test_dvc_repro_metrics_and_plots(full_run: Path) -> None:
     assert "up to date" in status.stdout, status.stdout
     print(f"[pipeline] dvc status: {status.elapsed:.1f} s")  # type: ignore[attr-defined]
     metrics = run([dvc, "metrics", "show", "--json"], full_run)
-    assert "summary.json" in metrics.stdout and "ccdn-300w-s0" in metrics.stdout
+    assert "table2_300w_challenging_nme_inter_pupil.json" in metrics.stdout and "x_mean_shape" in metrics.stdout
+    table = run([dvc, "metrics", "show"], full_run)  # one line per table column: readable in a terminal
+    assert max(len(line) for line in table.stdout.splitlines()) <= 200, table.stdout
     plots = run([dvc, "plots", "show", "--json"], full_run)
-    assert "ced_fig5.csv" in plots.stdout and "ced_fig7.csv" in plots.stdout
+    assert "ced_fig5.csv" in plots.stdout and "ced_fig7.csv" in plots.stdout and "learning_curves.csv" in plots.stdout
     assert (full_run / "dvc.lock").is_file()
     # DVC kept Snakemake's view intact: still nothing to do
     assert "Nothing to be done" in (p := snakemake(full_run, "--dry-run")).stdout + p.stderr
@@ -238,7 +242,8 @@ def test_removing_one_model_reruns_only_its_dependents(full_run: Path) -> None:
     shutil.rmtree(run_dir / "checkpoints")
 
     jobs = dry_run_jobs(full_run)
-    assert sorted(rule for rule, _ in jobs) == ["all", "evaluate", "figure_fig8", "readme", "summary", "table", "train"]
+    assert sorted(rule for rule, _ in jobs) == ["all", "evaluate", "figure_fig8", "headline", "readme", "summary",
+                                                "table", "train"]
     outputs = dict(jobs)
     assert outputs["train"] == [str(grid.run_dir(victim) / "model.pt")]
     assert str(grid.metrics_path(victim, "300w")) in outputs["evaluate"]

@@ -24,8 +24,12 @@ from ccdn.report import cli as report_cli
 from ccdn.report.figures import ced_curve, excitation_runs, write_figure
 from ccdn.report.readme import find_rule, write_readme
 from ccdn.report.reference import load_reference
-from ccdn.report.summary import build_summary, write_summary
-from ccdn.report.tables import build_table, normalise_label, write_table
+from ccdn.report.summary import build_summary, write_headline, write_summary
+from ccdn.report.analysis import analyse, load_claims
+from ccdn.report.curves import write_learning_curves
+from ccdn.report.render import write_table
+from ccdn.report.stats import bootstrap_interval, holm, paired_comparison, t_interval, wilcoxon_p
+from ccdn.report.tables import build_table, normalise_label
 
 DEFAULT_GAMMAS = (0.025, 0.01, 0.05)
 SUBSETS = {
@@ -89,17 +93,22 @@ class FakeGrid:
 
 
 EXPERIMENTS = [
-    FakeExperiment("baseline-300w", "Baseline", "baseline", "300w", ("300w", "cofw68"), ("table2", "table3"),
+    FakeExperiment("baseline-300w", "Baseline", "baseline", "300w", ("300w", "cofw68"), ("table2", "table3", "table7"),
                    num_excitations=None, gammas=()),
     FakeExperiment("ccdn-300w", "CCDN", "ccdn", "300w", ("300w", "cofw68"), ("table2", "table3", "table6", "table7")),
     FakeExperiment("ccdn-300w-p2", "CCDN", "ccdn", "300w", ("300w",), ("table7",), num_excitations=2),
     FakeExperiment("ccdn-300w-g1", "CCDN", "ccdn", "300w", ("300w",), ("table6",), gammas=(0.01, 0.01, 0.01)),
     FakeExperiment("ccdn-aflw", "CCDN", "ccdn", "aflw", ("aflw",), ("table4", "table7")),
     FakeExperiment("ccdn-wflw", "CCDN", "ccdn", "wflw", ("wflw",), ("table5", "table7")),
+    FakeExperiment("ccdn-300w-p1", "CCDN", "ccdn", "300w", ("300w",), ("table7",), num_excitations=1),
     FakeExperiment("mynet-300w", "MyNet", "mynet", "300w", ("300w",), ("table2",), num_excitations=None),
+    FakeExperiment("mean-shape-300w", "Mean shape (reference)", "mean_shape", "300w", ("300w", "cofw68"),
+                   ("table2", "table3", "table6", "table7"), num_excitations=None),
 ]
 BASE = {"baseline-300w": 7.0, "ccdn-300w": 5.0, "ccdn-300w-p2": 5.5, "ccdn-300w-g1": 6.5, "ccdn-aflw": 1.0,
-        "ccdn-wflw": 4.0, "mynet-300w": 8.0}
+        "ccdn-wflw": 4.0, "mynet-300w": 8.0, "ccdn-300w-p1": 6.0, "mean-shape-300w": 10.0}
+EPOCH_SECONDS = 1.5
+EVAL_SECONDS = 0.25
 OFFSET = {"common": -1.0, "challenging": 0.5, "full": 0.0, "frontal": -0.2, "pose": 3.0, "expression": 0.4,
           "illumination": 0.1, "makeup": 0.2, "occlusion": 1.0, "blur": 0.6}
 # Per-image errors (fractions) of the 6 challenging faces in every fake predictions.npz.
@@ -118,6 +127,10 @@ def write_fake_run(grid: FakeGrid, run: FakeRun) -> None:
     config = {"seed": run.seed, "model": {"name": e.model, "options": {"stacks": 1, "channels": 32, "input_size": 64}},
               "optim": {"epochs": 2}, "train": {"limit_train_images": 96, "max_steps_per_epoch": None}}
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    epochs = 0 if e.model == "mean_shape" else 2
+    history = [{"epoch": 0, "val_nme": BASE[e.id] * 4}] + [
+        {"epoch": k, "val_nme": BASE[e.id] * (3 - k), "epoch_seconds": EPOCH_SECONDS} for k in range(1, epochs + 1)]
+    (run_dir / "history.json").write_text(json.dumps(history))
     for dataset in e.evaluate:
         subsets = {}
         for subset in SUBSETS[dataset]:
@@ -126,11 +139,12 @@ def write_fake_run(grid: FakeGrid, run: FakeRun) -> None:
                                "auc@0.1": {n: 100 - 5 * v for n, v in nme.items()}}
         metrics = {"run": run.name, "model": e.model, "train_dataset": e.train, "dataset": dataset, "split": "test",
                    "seed": run.seed, "synthetic": grid.synthetic, "flip_test": False,
-                   "variant": {"num_excitations": e.num_excitations, "gammas": list(e.gammas)}, "subsets": subsets}
+                   "variant": {"num_excitations": e.num_excitations, "gammas": list(e.gammas)}, "subsets": subsets,
+                   "timing": {"seconds": EVAL_SECONDS, "device": "cpu"}}
         path = grid.metrics_path(run.name, dataset)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(metrics))
-        write_fake_predictions(grid.predictions_path(run.name, dataset), dataset, run.seed)
+        write_fake_predictions(grid.predictions_path(run.name, dataset), dataset, run.seed, BASE[e.id] / 5.0)
         if e.model == "ccdn" and dataset == "300w":
             rng = np.random.default_rng(run.seed)
             np.savez(grid.activation_maps_path(run.name, dataset),
@@ -138,9 +152,9 @@ def write_fake_run(grid: FakeGrid, run: FakeRun) -> None:
                      maps=rng.random((3, 8, 8), dtype=np.float32), num_excitations=np.int64(e.num_excitations))
 
 
-def write_fake_predictions(path: Path, dataset: str, seed: int) -> None:
-    """20 faces: 14 'common' (error 3%) then the 6 'challenging' ones of CHALLENGING_ERRORS."""
-    errors = np.concatenate([np.full(14, 0.03), CHALLENGING_ERRORS])
+def write_fake_predictions(path: Path, dataset: str, seed: int, scale: float = 1.0) -> None:
+    """20 faces: 14 'common' (error 3%) then the 6 'challenging' ones of CHALLENGING_ERRORS, × ``scale``."""
+    errors = np.concatenate([np.full(14, 0.03), CHALLENGING_ERRORS]) * scale
     names = np.array(SUBSETS[dataset])
     masks = np.ones((len(names), 20), dtype=bool)
     if dataset == "300w":
@@ -156,6 +170,10 @@ def grid(tmp_path: Path) -> FakeGrid:
     fake = FakeGrid(tmp_path, EXPERIMENTS, seeds=[0, 1])
     for run in fake.runs:
         write_fake_run(fake, run)
+    for dataset, count in (("300w", 64), ("aflw", 32), ("wflw", 48)):
+        root = fake.prepared_dir(dataset)
+        root.mkdir(parents=True, exist_ok=True)
+        np.savez(root / "train.npz", face_size=np.ones(count, np.float32))
     return fake
 
 
@@ -276,9 +294,9 @@ def test_tables_carry_the_synthetic_mark_in_every_format(grid, tmp_path):
             first_lines = "\n".join(text.splitlines()[:6])
             assert SYNTHETIC_MARK in first_lines, path  # in the title / caption, not buried
     markdown = (tmp_path / "tables" / "table5_wflw.md").read_text()
-    assert "| CCDN | ours (n=2) |" in markdown and "paper: 128 px, 4 HG" in markdown
+    assert "| CCDN | ours (n=2) |" in markdown and "paper (§4.1): 128 × 128 input, 4 stacked" in markdown
     tex = (tmp_path / "tables" / "table2_300w.tex").read_text()
-    assert r"\caption{" in tex and r"$\pm$" in tex and "inter-pupil distance" in tex
+    assert r"\caption{" in tex and r"$\times$0.50" in tex and "inter-pupil distance" in tex
 
 
 def test_real_data_tables_have_no_synthetic_mark(grid, tmp_path):
@@ -346,6 +364,11 @@ def test_label_normalisation_matches_paper_spellings():
 # ---------------------------------------------------------------------------------------------- figures
 
 
+def ced_at(data: pd.DataFrame, nme: float, method: str) -> float:
+    """The CED value at the grid threshold nearest to ``nme`` (the grid depends on the widest errors)."""
+    return float(data.loc[(data["nme"] - nme).abs().idxmin(), method])
+
+
 def test_ced_curve_counts_images_at_or_below_each_threshold():
     curve = ced_curve(np.array([1.0, 2.0, 2.0, 5.0]), np.array([0.0, 1.0, 1.5, 2.0, 4.9, 5.0, 9.0]))
     assert curve.tolist() == [0.0, 0.25, 0.25, 0.75, 0.75, 1.0, 1.0]
@@ -359,10 +382,10 @@ def test_ced_figures_and_their_data_are_written(grid, tmp_path):
     assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[1].read_bytes()[:5] == b"%PDF-"
     assert all(p.stat().st_size > 1000 for p in paths[:2])
     data = pd.read_csv(paths[2])
-    assert list(data.columns) == ["nme", "Baseline", "CCDN", "MyNet"]  # the table2 experiments
+    assert list(data.columns) == ["nme", "Baseline", "CCDN", "MyNet", "Mean shape (reference)"]  # table2's
     # challenging errors 2.1, 4.3, 6.1, 7.9, 10.1, 12.5 % (+0.1 for seed 1): 2 of 6 are <= 5 %, 4 of 6 <= 10 %
     at = data.set_index("nme")
-    assert at.loc[5.0, "CCDN"] == pytest.approx(2 / 6) and at.loc[10.0, "CCDN"] == pytest.approx(4 / 6)
+    assert ced_at(data, 5.0, "CCDN") == pytest.approx(2 / 6) and ced_at(data, 10.0, "CCDN") == pytest.approx(4 / 6)
     assert at.loc[0.0, "CCDN"] == 0 and at["CCDN"].iloc[-1] == 1.0 and at["CCDN"].is_monotonic_increasing
     paths7 = write_figure(grid, "fig7", out, metrics_dir)
     assert paths7[0].name == "fig7_ced_aflw_full.png" and paths7[0].stat().st_size > 1000
@@ -409,8 +432,8 @@ def test_ced_subset_membership_falls_back_to_the_prepared_split(grid, tmp_path):
                 arrays = {k: data[k] for k in data.files if k not in ("subset_names", "subset_masks")}
             np.savez(path, **arrays)
     paths = write_figure(grid, "fig5", tmp_path, tmp_path)
-    at = pd.read_csv(paths[2]).set_index("nme")
-    assert at.loc[5.0, "CCDN"] == pytest.approx(2 / 6) and at.loc[10.0, "CCDN"] == pytest.approx(4 / 6)
+    data = pd.read_csv(paths[2])
+    assert ced_at(data, 5.0, "CCDN") == pytest.approx(2 / 6) and ced_at(data, 10.0, "CCDN") == pytest.approx(4 / 6)
 
 
 def test_missing_predictions_name_the_file(grid, tmp_path):
@@ -488,3 +511,203 @@ def test_csv_is_readable_without_comment_handling_errors(grid, tmp_path):
     lines = [line for line in text.splitlines() if not line.startswith("#")]
     frame = pd.read_csv(io.StringIO("\n".join(lines)))
     assert {"method", "paper", "mean", "sd", "n", "delta", "delta_pct", "recipe"} <= set(frame.columns)
+
+
+# --------------------------------------------------------------------------------- statistics (hand-computed)
+
+
+def test_t_interval_over_seeds_matches_the_hand_computation_and_is_unavailable_for_one_seed():
+    # values 1 and 3: mean 2, sd sqrt(2), sem 1, t(0.975, df=1) = 12.7062
+    interval = t_interval([1.0, 3.0])
+    assert (interval.low, interval.high) == (pytest.approx(2 - 12.7062, abs=1e-3), pytest.approx(2 + 12.7062, abs=1e-3))
+    assert t_interval([5.0]) is None  # one seed: no interval, not a zero-width one
+    assert t_interval([]) is None
+    same = t_interval([4.0, 4.0, 4.0])  # identical seeds: the interval really is the point
+    assert (same.low, same.high) == (4.0, 4.0)
+
+
+def test_bootstrap_interval_is_deterministic_and_brackets_the_mean():
+    samples = np.array([1.0, 2.0, 2.0, 3.0, 7.0, 4.0, 2.5, 3.5])
+    first, second = bootstrap_interval(samples), bootstrap_interval(samples)
+    assert first == second  # fixed seed: byte-stable reports
+    assert first.low < samples.mean() < first.high and first.low > 1.0 and first.high < 7.0
+    constant = bootstrap_interval(np.full(5, 2.5))
+    assert (constant.low, constant.high) == (2.5, 2.5)
+    assert bootstrap_interval(np.array([])) is None
+
+
+def test_wilcoxon_drops_zero_differences_and_returns_one_when_all_tie():
+    # d = 1..5 all positive: exact two-sided p = 2 / 2**5 = 0.0625; zeros (ties with 0) are dropped
+    assert wilcoxon_p(np.array([1.0, 2.0, 3.0, 4.0, 5.0])) == pytest.approx(0.0625)
+    assert wilcoxon_p(np.array([0.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0])) == pytest.approx(0.0625)
+    # one negative of rank 1 among six: P(W- <= 1) = 2 / 64, two-sided 0.0625
+    assert wilcoxon_p(np.array([-1.0, 2.0, 3.0, 4.0, 5.0, 6.0])) == pytest.approx(0.0625)
+    assert wilcoxon_p(np.zeros(4)) == 1.0
+
+
+def test_paired_comparison_is_a_minus_b_on_the_same_faces():
+    a, b = np.array([1.0, 2.0, 3.0, 4.0]), np.array([2.0, 2.5, 3.5, 5.0])
+    paired = paired_comparison(a, b)
+    assert paired.delta == pytest.approx(-0.75) and paired.n == 4
+    assert paired.interval.high < 0  # every face is better with a
+    with pytest.raises(ValueError, match="equally long"):
+        paired_comparison(a, b[:3])
+
+
+def test_holm_adjustment_by_hand():
+    # sorted 0.01, 0.03, 0.04 -> 3*0.01 = 0.03, 2*0.03 = 0.06, max(0.06, 1*0.04) = 0.06
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1, monotone
+    assert holm([0.02]) == pytest.approx([0.02])
+
+
+# ------------------------------------------------------------------- mean shape, Table 7, intervals, claims
+
+
+def test_mean_shape_row_and_ratio_in_every_format(grid, tmp_path):
+    paths = write_table(grid, 2, tmp_path)
+    frame = read_csv(paths[1])
+    floor = ours(frame, "Mean shape (reference)", "challenging", "inter_pupil")
+    assert floor["mean"] == pytest.approx(11.1) and floor["in_paper"] == 0 and math.isnan(floor["x_mean_shape"])
+    ccdn = ours(frame, "CCDN", "challenging", "inter_pupil")
+    assert ccdn["x_mean_shape"] == pytest.approx(6.1 / 11.1, abs=1e-4)
+    markdown = paths[0].read_text()
+    assert "| Mean shape (reference) | ours, reference (n=2) |" in markdown
+    assert f"| CCDN | × mean shape | ×{4.1 / 9.1:.2f} |" in markdown  # inter-ocular common: 4.1 / 9.1
+    assert "the mean of the training landmarks in the crop frame, no gradient steps" in markdown
+
+
+def test_table7_p1_row_comes_from_the_baseline_and_ccdn_p1_is_an_extra_row(grid, tmp_path):
+    paths = write_table(grid, 7, tmp_path)
+    frame = read_csv(paths[1])
+    p1 = ours(frame, "P = 1", "challenging", "inter_pupil")
+    assert (p1["mean"], p1["paper"]) == (pytest.approx(8.1), pytest.approx(7.41))  # baseline-300w: 7 + 0.5 + 0.5 + 0.1
+    assert p1["runs"] == "baseline-300w-s0 baseline-300w-s1"
+    extra = ours(frame, "CCDN, P = 1 (ours, not in the paper)", "challenging", "inter_pupil")
+    assert extra["mean"] == pytest.approx(7.1) and extra["in_paper"] == 0 and math.isnan(extra["paper"])
+    markdown = paths[0].read_text()
+    assert "filled from the Baseline runs" in markdown
+    assert "not stated in the paper, our choice (from the first author's MMDN code): Adam" in markdown
+
+
+def test_intervals_in_csv_and_markdown_and_unavailable_with_one_seed(grid, tmp_path):
+    frame = read_csv(write_table(grid, 2, tmp_path / "two")[1])
+    row = ours(frame, "CCDN", "challenging", "inter_pupil")  # seeds 6.0, 6.2: t(0.975, 1) * 0.1 = 1.2706
+    assert (row["t_low"], row["t_high"]) == (pytest.approx(6.1 - 1.27062, abs=1e-3), pytest.approx(6.1 + 1.27062, abs=1e-3))
+    assert row["boot_low"] < row["boot_high"]  # per-face values differ
+    grid.seeds = [0]
+    grid.runs = [run for run in grid.runs if run.seed == 0]
+    paths = write_table(grid, 2, tmp_path / "one")
+    frame = read_csv(paths[1])
+    row = ours(frame, "CCDN", "challenging", "inter_pupil")
+    assert math.isnan(row["t_low"]) and math.isnan(row["sd"]) and not math.isnan(row["boot_low"])
+    assert "| CCDN | ours (n=1) | 4.50 [n/a] |" in paths[0].read_text()  # 5 - 1 + 0.5: common inter-pupil
+
+
+def test_paired_comparisons_are_holm_adjusted_per_table(grid, tmp_path):
+    frame = read_csv(write_table(grid, 2, tmp_path)[1])
+    paired = frame[frame["kind"] == "paired"]
+    assert set(paired.method) == {"CCDN − Baseline", "MyNet − CCDN", "Mean shape (reference) − CCDN"}
+    assert len(paired) == 3 * 6  # three pairs × six columns
+    assert (paired.p_holm >= paired.p_wilcoxon - 1e-12).all() and (paired.p_holm <= 1).all()
+    # Baseline's per-face errors are 1.4 × CCDN's: CCDN − Baseline = −0.4 × the challenging errors' mean
+    row = paired[(paired.method == "CCDN − Baseline") & (paired.subset == "challenging")
+                 & (paired.normaliser == "inter_pupil")].iloc[0]
+    expected = -0.4 * 100 * CHALLENGING_ERRORS.mean()  # the per-seed offsets cancel
+    assert row["mean"] == pytest.approx(expected, abs=1e-3) and row["boot_high"] < 0
+
+
+def write_claims(path: Path, claims: list[dict]) -> Path:
+    path.write_text(yaml.safe_dump({"claims": claims}, allow_unicode=True))
+    return path
+
+
+def test_claim_verdicts_reproduced_not_reproduced_inconclusive_not_tested(grid, tmp_path):
+    claims = write_claims(tmp_path / "claims.yaml", [
+        {"id": "good", "table": 2, "claim": "CCDN < Baseline", "kind": "order", "rows": ["CCDN", "Baseline"]},
+        {"id": "bad", "table": 2, "claim": "MyNet < CCDN", "kind": "order", "rows": ["MyNet", "CCDN"]},
+        {"id": "none", "table": 2, "claim": "CCDN < FCDN", "kind": "order", "rows": ["CCDN", "FCDN"]},
+        {"id": "occl", "table": 5, "claim": "CCDN best on occlusion", "kind": "beats_paper", "rows": ["CCDN"],
+         "columns": ["Occlusion"]},
+    ])
+    result = analyse(build_table(grid, 2), load_claims(claims))
+    assert {v.claim.id: v.status for v in result.verdicts} == {"good": "reproduced", "bad": "not reproduced",
+                                                               "none": "not tested"}
+    # WFLW occlusion: ours 5.1 [t over two seeds: 5.1 ± 1.27]; the paper's best other method prints 5.2 (crosses)
+    occlusion = analyse(build_table(grid, 5), load_claims(claims)).verdicts
+    assert [(v.claim.id, v.status) for v in occlusion] == [("occl", "inconclusive")]
+    markdown = write_table(grid, 2, tmp_path / "t", claims=claims)[0].read_text()
+    assert "**not reproduced** — MyNet < CCDN (`bad`)" in markdown
+
+
+def test_the_shipped_claims_file_is_valid_and_bad_entries_name_the_file(tmp_path):
+    shipped = load_claims()
+    assert {c.id for c in shipped} >= {"ablation-300w", "gamma-best", "p4-best", "wflw-occlusion-best"}
+    bad = write_claims(tmp_path / "claims.yaml", [{"id": "x", "table": 2, "claim": "?", "kind": "maybe",
+                                                   "rows": ["CCDN"]}])
+    with pytest.raises(ReportError, match=r"claims\[0\]: kind 'maybe'") as info:
+        load_claims(bad)
+    assert str(bad) in str(info.value)
+
+
+def test_recipe_notes_give_epochs_faces_and_seconds_per_row(grid, tmp_path):
+    markdown = write_table(grid, 2, tmp_path)[0].read_text()
+    # two seeds × two epochs × 1.5 s; two evaluations on 300W × 0.25 s; 64 prepared training faces
+    assert "- ours — CCDN (ccdn-300w): ccdn, 64 px, 1 HG × 32 ch, ≤ 96 train images; 2 epochs × 64 training faces; " \
+           "2 runs: training 6.0 s, evaluation 0.5 s (cpu)" in markdown
+    assert "0 epochs × 64 training faces" in markdown  # the mean shape does not train
+    assert "compute: 8 runs, training 18.0 s, evaluation 2.0 s on cpu" in markdown
+
+
+def test_missing_history_names_the_training_target(grid, tmp_path):
+    path = grid.run_dir("ccdn-300w-s1") / "history.json"
+    path.unlink()
+    with pytest.raises(ReportError, match="history.json") as info:
+        build_table(grid, 2)
+    assert f"snakemake --cores all {grid.run_dir('ccdn-300w-s1') / 'model.pt'}" in str(info.value)
+
+
+# ---------------------------------------------------------------- learning curves, headline, byte stability
+
+
+def test_learning_curves_figure_and_data(grid, tmp_path):
+    paths = write_learning_curves(grid, tmp_path / "figures", tmp_path / "metrics")
+    assert [p.name for p in paths] == ["learning_curves.png", "learning_curves.pdf", "learning_curves.csv"]
+    data = pd.read_csv(paths[2]).set_index("epoch")
+    # ccdn-300w val NME: 20, 10, 5 per epoch (both seeds); the mean shape is its epoch-0 level, 40
+    assert data["ccdn-300w"].tolist() == [20.0, 10.0, 5.0]
+    assert data["mean-shape-300w"].tolist() == [40.0, 40.0, 40.0]
+    assert "ccdn-300w-p2" not in data.columns  # only the runs of Tables 2, 4, 5
+    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[0].stat().st_size > 5000
+
+
+def test_headline_is_one_small_file_per_table_column(grid, tmp_path):
+    paths = write_headline(grid, tmp_path / "headline")
+    numbers = {p.stem: json.loads(p.read_text()) for p in paths}
+    assert numbers["table2_300w_challenging_nme_inter_pupil"] == {
+        "ours": pytest.approx(6.1), "paper": 6.02, "x_mean_shape": pytest.approx(6.1 / 11.1, abs=1e-4)}
+    assert numbers["table7_aflw_full_nme_face_size"] == {"ours": pytest.approx(1.1), "paper": 1.35}
+    assert numbers["table3_cofw68_full_failure_rate_inter_pupil"]["ours"] == pytest.approx(2.8)
+    assert sum(len(v) for v in numbers.values()) <= 63 and all(len(v) <= 3 for v in numbers.values())
+    (tmp_path / "headline" / "stale.json").write_text("{}")
+    write_headline(grid, tmp_path / "headline")
+    assert not (tmp_path / "headline" / "stale.json").exists()
+
+
+def test_every_report_output_is_byte_identical_when_rebuilt(grid, tmp_path):
+    def build(out: Path) -> dict[str, bytes]:
+        for number in range(2, 8):
+            write_table(grid, number, out / "tables")
+        for name in ("fig5", "fig7", "fig8"):
+            write_figure(grid, name, out / "figures", out / "metrics")
+        write_learning_curves(grid, out / "figures", out / "metrics")
+        write_headline(grid, out / "metrics" / "headline")
+        write_summary(grid, out / "metrics" / "summary.json")
+        return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+    first = build(tmp_path / "a")
+    second = build(tmp_path / "b")
+    assert first.keys() == second.keys() and len(first) > 25
+    assert [name for name in first if first[name] != second[name]] == []
+    pdf = first["figures/fig5_ced_300w_challenging.pdf"]
+    assert b"CreationDate" not in pdf and b"Matplotlib" not in pdf

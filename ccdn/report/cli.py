@@ -1,4 +1,4 @@
-"""``ccdn report {table,figure,summary,readme,metrics}``: thin wrappers over the report modules."""
+"""``ccdn report {table,figure,summary,headline,readme,metrics}``: thin wrappers over the report modules."""
 
 from __future__ import annotations
 
@@ -20,16 +20,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     _common(table, "results/tables", "output folder")
     table.add_argument("--reference", type=Path, default=None,
                        help="the paper's numbers (default: config/paper_reference.yaml)")
+    table.add_argument("--claims", type=Path, default=None,
+                       help="the paper's claims checked under the table (default: config/claims.yaml)")
 
-    figure = sub.add_parser("figure", help="Fig. 5 / 7 (CED curves) or Fig. 8 (activation maps)")
-    figure.add_argument("name", choices=("fig5", "fig7", "fig8"))
+    figure = sub.add_parser("figure", help="Fig. 5 / 7 (CED curves), Fig. 8 (activation maps) or the learning curves")
+    figure.add_argument("name", choices=("fig5", "fig7", "fig8", "learning_curves"))
     _common(figure, "results/figures", "output folder")
     figure.add_argument("--metrics-dir", type=Path, default=None,
-                        help="where the CED data CSV goes (default: <results>/metrics)")
+                        help="where the plotted data (CSV) go (default: <results>/metrics)")
     figure.add_argument("--images", type=int, default=4, help="faces per row of Fig. 8 (default 4)")
 
-    summary = sub.add_parser("summary", help="flat JSON of every run's headline numbers (dvc metrics)")
+    summary = sub.add_parser("summary", help="flat JSON of every run's numbers (the full detail)")
     _common(summary, "results/metrics/summary.json", "output file")
+
+    headline = sub.add_parser("headline", help="one small JSON per table column of ours (`dvc metrics show`)")
+    _common(headline, "results/metrics/headline", "output folder")
 
     readme = sub.add_parser("readme", help="results/README.md mapping outputs to rules and commands")
     _common(readme, "results/README.md", "output file")
@@ -65,13 +70,22 @@ def run(args: argparse.Namespace) -> int:
         return 0
     grid = _load_grid(args.config)
     if args.report_command == "table":
-        from ccdn.report.tables import write_table
+        from ccdn.report.render import write_table
 
-        paths = write_table(grid, args.number, args.out, args.reference)
+        paths = write_table(grid, args.number, args.out, args.reference, args.claims)
+    elif args.report_command == "figure" and args.name == "learning_curves":
+        from ccdn.report.curves import write_learning_curves
+
+        metrics_dir = args.metrics_dir if args.metrics_dir is not None else Path(grid.results_dir) / "metrics"
+        paths = write_learning_curves(grid, args.out, metrics_dir)
     elif args.report_command == "figure":
         from ccdn.report.figures import write_figure
 
         paths = write_figure(grid, args.name, args.out, args.metrics_dir, images=args.images)
+    elif args.report_command == "headline":
+        from ccdn.report.summary import write_headline
+
+        paths = write_headline(grid, args.out)
     elif args.report_command == "summary":
         from ccdn.report.summary import write_summary
 

@@ -33,7 +33,8 @@ from ccdn.report import (  # noqa: E402
     load_npz,
     temporary_sibling,
 )
-from ccdn.report.tables import DEFAULT_GAMMAS  # noqa: E402
+from ccdn.report.faces import npz_flag, prepared_root, subset_errors  # noqa: E402
+from ccdn.report.tables import DEFAULT_GAMMAS, is_reference_model  # noqa: E402
 
 CED_POINTS = 201
 
@@ -98,82 +99,26 @@ def ced_curve(errors: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     return np.searchsorted(errors, thresholds, side="right") / errors.size
 
 
-def subset_errors(arrays: dict[str, np.ndarray], path: Path, subset: str, normaliser: str,
-                  prepared_root: Path | None = None) -> np.ndarray:
-    """Per-image errors (percent) of one subset from a ``predictions.npz``.
-
-    Membership comes from ``subset_names`` / ``subset_masks`` stored next to the errors when the file
-    has them, else from the prepared test split (``prepared_root``) matched by ``face_ids``; ``full`` is
-    every image (every test face carries ``full``, Contract 1).
-    """
-    key = f"err_{normaliser}"
-    if key not in arrays:
-        raise ReportError(f"{path}: no per-image errors '{key}' (has {sorted(arrays)}); rerun `ccdn evaluate`")
-    errors = np.asarray(arrays[key], dtype=np.float64) * 100.0
-    if "subset_names" in arrays and "subset_masks" in arrays:
-        mask = _mask_from(arrays["subset_names"], arrays["subset_masks"], subset, path)
-    elif subset == "full":
-        mask = np.ones(errors.shape, dtype=bool)
-    elif prepared_root is not None and "face_ids" in arrays:
-        mask = _mask_from_prepared(prepared_root, arrays["face_ids"], subset, path)
-    else:
-        raise ReportError(f"{path}: lacks 'subset_names'/'subset_masks' (or 'face_ids' to look the "
-                          f"'{subset}' subset up in the prepared split); delete it and rerun "
-                          f"`snakemake --cores all {path}`")
-    if mask.shape != errors.shape:
-        raise ReportError(f"{path}: subset mask has shape {mask.shape} but '{key}' has {errors.shape}")
-    if not mask.any():
-        raise ReportError(f"{path}: subset '{subset}' is empty")
-    return errors[mask]
-
-
-def _mask_from(names: np.ndarray, masks: np.ndarray, subset: str, source: Path) -> np.ndarray:
-    names = [str(n) for n in names]
-    if subset not in names:
-        raise ReportError(f"{source}: no subset '{subset}' (has {names})")
-    return np.asarray(masks[names.index(subset)], dtype=bool)
-
-
-def _mask_from_prepared(prepared_root: Path, face_ids: np.ndarray, subset: str, source: Path) -> np.ndarray:
-    """Subset membership of predicted faces looked up in the prepared test split by face id."""
-    from ccdn.data import load_split  # only needed for prediction files without masks
-
-    split = load_split(Path(prepared_root), "test")
-    members = {str(f) for f in split.face_ids[_mask_from(split.subset_names, split.subset_masks, subset,
-                                                          Path(prepared_root) / "test.npz")]}
-    mask = np.array([str(f) in members for f in face_ids], dtype=bool)
-    if not mask.any():
-        raise ReportError(f"{source}: none of its face_ids is in subset '{subset}' of {prepared_root}/test.npz; "
-                          "was it evaluated on another prepared cache? Rerun `ccdn evaluate`.")
-    return mask
-
-
-def _ced_runs(grid: Any, spec: CedFigure) -> tuple[list[tuple[str, str, int, np.ndarray]], bool]:
-    """(method, run, seed, errors %) for each run of the experiments in the figure's table."""
+def _ced_runs(grid: Any, spec: CedFigure) -> tuple[list[tuple[str, str, int, np.ndarray]], bool, set[str]]:
+    """(method, run, seed, errors %) for each run of the experiments in the figure's table, the synthetic
+    flag and the methods that are references (drawn dashed)."""
     experiments = [e for e in grid.experiments if spec.table in e.tables and spec.dataset in e.evaluate]
     if not experiments:
         raise ReportError(f"{spec.name} plots the experiments that list {spec.table} and evaluate {spec.dataset}; "
                           "the grid has none (config/config.yaml: experiments[].tables / evaluate)")
     labels = [e.label for e in experiments]
-    curves, synthetic = [], False
+    curves, synthetic, references = [], False, set()
     for experiment in experiments:
         method = experiment.label if labels.count(experiment.label) == 1 else f"{experiment.label} ({experiment.id})"
+        if is_reference_model(experiment.model):
+            references.add(method)
         for run in (r for r in grid.runs if r.experiment.id == experiment.id):
             path = Path(grid.predictions_path(run.name, spec.dataset))
             arrays = load_npz(path, f"predictions.npz on {spec.dataset}", run.name, ())
-            errors = subset_errors(arrays, path, spec.subset, spec.normaliser, _prepared_root(grid, spec.dataset))
+            errors = subset_errors(arrays, path, spec.subset, spec.normaliser, prepared_root(grid, spec.dataset))
             curves.append((method, run.name, int(run.seed), errors))
-            synthetic = synthetic or _npz_flag(arrays, "synthetic")
-    return curves, synthetic
-
-
-def _prepared_root(grid: Any, dataset: str) -> Path | None:
-    prepared_dir = getattr(grid, "prepared_dir", None)
-    return Path(prepared_dir(dataset)) if callable(prepared_dir) else None
-
-
-def _npz_flag(arrays: dict[str, np.ndarray], key: str) -> bool:
-    return key in arrays and bool(np.asarray(arrays[key]).any())
+            synthetic = synthetic or npz_flag(arrays, "synthetic")
+    return curves, synthetic, references
 
 
 def ced_table(curves: list[tuple[str, str, int, np.ndarray]], x_max: float) -> pd.DataFrame:
@@ -192,7 +137,7 @@ def _x_max(spec: CedFigure, curves: list[tuple[str, str, int, np.ndarray]]) -> f
 
 def write_ced_figure(grid: Any, spec: CedFigure, out_dir: Path, metrics_dir: Path) -> list[Path]:
     """Plot the CED curves of one figure (png + pdf) and write the plotted data as CSV."""
-    curves, synthetic_data = _ced_runs(grid, spec)
+    curves, synthetic_data, references = _ced_runs(grid, spec)
     synthetic = is_synthetic(grid) or synthetic_data
     data = ced_table(curves, _x_max(spec, curves))
     wide = data.groupby(["nme", "method"], sort=False)["proportion"].mean().unstack("method")
@@ -202,7 +147,12 @@ def write_ced_figure(grid: Any, spec: CedFigure, out_dir: Path, metrics_dir: Pat
     sns.set_theme(style="whitegrid", context="paper")
     fig, ax = plt.subplots(figsize=(5.0, 4.0))
     several_seeds = data.groupby("method")["run"].nunique().max() > 1
-    sns.lineplot(data=data, x="nme", y="proportion", hue="method", errorbar="sd" if several_seeds else None, ax=ax)
+    learned = data[~data["method"].isin(references)]
+    if len(learned):
+        sns.lineplot(data=learned, x="nme", y="proportion", hue="method", errorbar="sd" if several_seeds else None,
+                     ax=ax)
+    for method in references:  # the no-learning floor: one dashed black curve
+        ax.plot(wide["nme"], wide[method], linestyle="--", color="black", linewidth=1.2, label=method)
     ax.set_xlabel(f"NME (%), normalised by the {NORMALISER_NAMES[spec.normaliser]}")
     ax.set_ylabel("Proportion of test images")
     ax.set_xlim(0, float(data["nme"].max()))
@@ -211,15 +161,25 @@ def write_ced_figure(grid: Any, spec: CedFigure, out_dir: Path, metrics_dir: Pat
                  color="firebrick" if synthetic else "black")
     ax.legend(title=None, loc="best")
     fig.tight_layout()
-    paths = [_save(fig, out_dir / f"{spec.stem}.png"), _save(fig, out_dir / f"{spec.stem}.pdf")]
+    paths = [save_figure(fig, out_dir / f"{spec.stem}.png"), save_figure(fig, out_dir / f"{spec.stem}.pdf")]
     plt.close(fig)
     return paths + [csv_path]
 
 
-def _save(fig: Any, path: Path) -> Path:
+# No creation date, producer version or software tag: a rerun writes byte-identical files.
+STABLE_METADATA: dict[str, dict[str, Any]] = {
+    "png": {"Software": None},
+    "pdf": {"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None},
+    "svg": {"Date": None, "Creator": None},
+}
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """Save atomically (temporary name, then rename) with byte-stable metadata (``STABLE_METADATA``)."""
+    fmt = path.suffix.lstrip(".")
     tmp = temporary_sibling(path)
     try:
-        fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=150)
+        fig.savefig(tmp, format=fmt, dpi=150, metadata=STABLE_METADATA.get(fmt))
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -272,7 +232,7 @@ def _load_activation_maps(grid: Any, run: Any) -> tuple[np.ndarray, np.ndarray, 
         raise ReportError(f"{path}: 'images' must be uint8 (K, S, S, 3), got {images.dtype} {images.shape}")
     if maps.ndim != 3 or len(maps) != len(images) or len(images) == 0:
         raise ReportError(f"{path}: 'maps' must be (K, h, w) with K = {len(images)} images, got {maps.shape}")
-    return images, maps.astype(np.float32), _npz_flag(arrays, "synthetic")
+    return images, maps.astype(np.float32), npz_flag(arrays, "synthetic")
 
 
 def write_activation_figure(grid: Any, out_dir: Path | str, images: int = 4) -> list[Path]:
@@ -296,6 +256,6 @@ def write_activation_figure(grid: Any, out_dir: Path | str, images: int = 4) -> 
     fig.suptitle(title + (f"\n{SYNTHETIC_MARK}" if synthetic else ""), fontsize=9,
                  color="firebrick" if synthetic else "black")
     fig.tight_layout()
-    path = _save(fig, Path(out_dir) / f"{FIG8_STEM}.png")
+    path = save_figure(fig, Path(out_dir) / f"{FIG8_STEM}.png")
     plt.close(fig)
     return [path]

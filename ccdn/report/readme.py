@@ -1,4 +1,6 @@
-"""``results/README.md``: what each table and figure is, which Snakemake rule and command make it.
+"""``results/README.md``: a one-screen summary (per table: the claim verdicts, how far our rows are
+below the mean-shape floor, the compute), then what each table and figure is and which Snakemake
+rule and command make it.
 
 The rule names are read from ``workflow/`` (the rule whose body calls ``ccdn report table`` etc.), so
 the README stays right when rules are renamed; the output file itself is always a valid Snakemake target.
@@ -14,14 +16,21 @@ from pathlib import Path
 from typing import Any
 
 from ccdn.report import SYNTHETIC_MARK, atomic_write_text, is_synthetic
+from ccdn.report.analysis import analyse, load_claims
+from ccdn.report.compute import format_seconds, total
+from ccdn.report.curves import LEARNING_STEM, learning_paths
 from ccdn.report.figures import CED_FIGURES, FIG8_STEM, figure_paths
-from ccdn.report.tables import TABLE_SPECS, table_paths
+from ccdn.report.render import table_paths
+from ccdn.report.tables import TABLE_SPECS, TableResult, build_table
 
 FIGURE_CAPTIONS = {
     "fig5": "CED curves of our runs on the 300W challenging subset (inter-pupil NME).",
     "fig7": "CED curves of our runs on AFLW full (face-size NME).",
     "fig8": "Face activation maps of CCDN with two (first row) and four (second row) excitation blocks.",
+    LEARNING_STEM: "Validation NME per epoch of the runs of Tables 2, 4 and 5 (log scale), with the mean-shape "
+                   "reference as a dashed line.",
 }
+FIGURE_ORDER = ("fig5", "fig7", "fig8", LEARNING_STEM)
 
 
 @dataclass(frozen=True)
@@ -65,19 +74,32 @@ def products(grid: Any, config_path: str, workflow_dir: Path) -> list[Product]:
         items.append(Product(f"Table {number}", spec.title.split(": ", 1)[1], table_paths(tables_dir, number),
                              f"ccdn report table {number} --config {config_path} --out {tables_dir}",
                              find_rule(workflow_dir, "report table", (f"report table {number}", spec.slug))))
-    for name in ("fig5", "fig7", "fig8"):
-        items.append(Product(f"Fig. {name[3:]}", FIGURE_CAPTIONS[name], figure_paths(name, figures_dir, metrics_dir),
+    for name in FIGURE_ORDER:
+        files = (learning_paths(figures_dir, metrics_dir) if name == LEARNING_STEM
+                 else figure_paths(name, figures_dir, metrics_dir))
+        items.append(Product(_figure_title(name), FIGURE_CAPTIONS[name], files,
                              f"ccdn report figure {name} --config {config_path} --out {figures_dir}",
                              find_rule(workflow_dir, "report figure",
                                        (f"report figure {name}", _figure_stem(name), f'"{name}"'))))
-    items.append(Product("Summary", "Headline numbers of every run (`dvc metrics show`).",
+    items.append(Product("Summary", "Every run's numbers, flat (full detail).",
                          [metrics_dir / "summary.json"],
                          f"ccdn report summary --config {config_path} --out {metrics_dir / 'summary.json'}",
                          find_rule(workflow_dir, "report summary")))
+    headline = metrics_dir / "headline"
+    items.append(Product("Headline", "Our main row per table column, the paper's number and × mean shape, one "
+                                     "file per column (`dvc metrics show`).", [headline],
+                         f"ccdn report headline --config {config_path} --out {headline}",
+                         find_rule(workflow_dir, "report headline")))
     return items
 
 
+def _figure_title(name: str) -> str:
+    return "Learning curves" if name == LEARNING_STEM else f"Fig. {name[3:]}"
+
+
 def _figure_stem(name: str) -> str:
+    if name == LEARNING_STEM:
+        return LEARNING_STEM
     return CED_FIGURES[name].stem if name in CED_FIGURES else FIG8_STEM
 
 
@@ -85,8 +107,42 @@ def _link(path: Path, base: Path) -> str:
     return os.path.relpath(path, base).replace(os.sep, "/")
 
 
+def table_results(grid: Any, claims: Any = None) -> list[TableResult]:
+    """Every table the grid feeds, with its comparisons and verdicts."""
+    loaded = load_claims(claims)
+    return [analyse(build_table(grid, number), loaded) for number in TABLE_SPECS
+            if any(f"table{number}" in e.tables for e in grid.experiments)]
+
+
+def summary_lines(grid: Any, claims: Any = None, base: Path = Path("results")) -> list[str]:
+    """The one-screen summary: per table the verdicts, the worst ratio to the mean shape and the compute."""
+    results = table_results(grid, claims)
+    out = ["## Summary", "",
+           "| Table | Claims of the paper: verdict on our runs | Worst × mean shape | Runs | Training | Evaluation |",
+           "|---|---|---:|---:|---:|---:|"]
+    for result in results:
+        verdicts = "; ".join(f"{v.claim.id}: **{v.status}**" for v in result.verdicts) or "–"
+        ratios = [c.x_mean_shape for row in result.rows() for c in row.cells.values() if c.x_mean_shape is not None]
+        worst = f"×{max(ratios):.2f}" if ratios else "–"
+        compute = total(result.computes())
+        link = _link(Path(grid.results_dir) / "tables" / f"{result.spec.slug}.md", base)
+        out.append(f"| [{result.spec.title.split(':')[0]}]({link}) | {verdicts} | {worst} | "
+                   f"{compute.runs} | {format_seconds(compute.train_seconds)} | "
+                   f"{format_seconds(compute.eval_seconds)} |")
+    everything = total(c for result in results for c in result.computes())
+    devices = ", ".join(everything.devices) or "unrecorded device"
+    out += ["", f"All tables: {everything.runs} distinct runs, training {format_seconds(everything.train_seconds)}, "
+                f"evaluation {format_seconds(everything.eval_seconds)} ({devices}; measured, summed over runs; "
+                "training = optimisation steps, without validation and start-up). Verdicts: reproduced = every 95 % "
+                "interval of the claimed differences is below zero; not reproduced = one is above zero; "
+                "inconclusive = one crosses zero (config/claims.yaml, details under each table). "
+                "× mean shape = our NME ÷ the NME of predicting the mean training shape (below 1: learned "
+                "something); worst = the largest over our learning rows.", ""]
+    return out
+
+
 def render_readme(grid: Any, out_path: Path, config_path: str = "config/config.yaml",
-                  workflow_dir: Path = Path("workflow")) -> str:
+                  workflow_dir: Path = Path("workflow"), claims: Any = None) -> str:
     """The README text (see module docstring)."""
     base = Path(out_path).parent
     synthetic = is_synthetic(grid)
@@ -100,17 +156,18 @@ def render_readme(grid: Any, out_path: Path, config_path: str = "config/config.y
             f"Grid `{config_path}`: {len(grid.experiments)} experiments × seeds {list(grid.seeds)} = "
             f"{len(runs)} runs. Everything is rebuilt by `snakemake --cores all` (or `dvc repro`); any single file "
             "by `snakemake --cores all <file>`. Paper numbers: `config/paper_reference.yaml`.", ""]
-    out += ["| Output | Content | Files | Snakemake rule | Command |", "|---|---|---|---|---|"]
+    out += summary_lines(grid, claims, base)
+    out += ["## Outputs", "", "| Output | Content | Files | Snakemake rule | Command |", "|---|---|---|---|---|"]
     for item in products(grid, config_path, workflow_dir):
         files = " · ".join(f"[{p.name}]({_link(p, base)})" for p in item.files)
         rule = f"`{item.rule}`" if item.rule else "(not found in workflow/)"
         out.append(f"| {item.name} | {item.description} | {files} | {rule} | `{item.command}` |")
     out += ["", "## Figures", ""]
     figures_dir = Path(grid.results_dir) / "figures"
-    for name in ("fig5", "fig7", "fig8"):
+    for name in FIGURE_ORDER:
         png = figures_dir / f"{_figure_stem(name)}.png"
         mark = f" ({SYNTHETIC_MARK})" if synthetic else ""
-        caption = f"Fig. {name[3:]}: {FIGURE_CAPTIONS[name]}{mark}"
+        caption = f"{_figure_title(name)}: {FIGURE_CAPTIONS[name]}{mark}"
         if png.is_file():
             out += [f"![{caption}]({_link(png, base)})", "", f"*{caption}*", ""]
         else:
@@ -124,7 +181,7 @@ def render_readme(grid: Any, out_path: Path, config_path: str = "config/config.y
 
 
 def write_readme(grid: Any, out_path: Path | str, config_path: str = "config/config.yaml",
-                 workflow_dir: Path | str = Path("workflow")) -> Path:
+                 workflow_dir: Path | str = Path("workflow"), claims: Any = None) -> Path:
     """Write ``results/README.md`` (atomically)."""
     out_path = Path(out_path)
-    return atomic_write_text(out_path, render_readme(grid, out_path, config_path, Path(workflow_dir)))
+    return atomic_write_text(out_path, render_readme(grid, out_path, config_path, Path(workflow_dir), claims))

@@ -1,8 +1,14 @@
-"""Headline numbers of every run as one flat JSON file, for ``dvc metrics show`` / ``dvc metrics diff``.
+"""Numbers for DVC: the full per-run detail in one file, and the headline numbers in small files.
 
-Keys are ``<run>/<dataset>/<subset>/<metric>_<normaliser>`` with metric ``nme``, ``failure_rate``
-(FR@0.1) or ``auc`` (AUC@0.1), all in percent, restricted to the normalisers the paper reports for
-that dataset; ``synthetic`` says whether any of it came from synthetic data.
+``summary.json`` (full detail, for scripts and ``dvc metrics diff`` on demand): keys
+``<run>/<dataset>/<subset>/<metric>_<normaliser>`` with metric ``nme``, ``failure_rate`` (FR@0.1)
+or ``auc`` (AUC@0.1), all in percent, restricted to the normalisers the paper reports for that
+dataset; ``synthetic`` says whether any of it came from synthetic data.
+
+``headline/<table>_<dataset>_<subset>_<metric>_<normaliser>.json`` (what ``dvc metrics show`` reads):
+one file per table column, holding our main row (CCDN; γ = (0.025, 0.01, 0.05) in Table 6; P = 4 in
+Table 7) as ``ours`` (mean over seeds), the paper's ``paper`` and ``x_mean_shape``. DVC prints one
+line per file and one column per key, so the view stays three numbers wide whatever the grid.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ccdn.report import METRIC_KEYS, atomic_write_text, is_synthetic, load_metrics
+from ccdn.report.tables import DEFAULT_EXCITATIONS, DEFAULT_GAMMAS, TABLE_SPECS, build_table
 
 # The normalisers each dataset is reported with in the paper (Section 4.1).
 DATASET_NORMALISERS: dict[str, tuple[str, ...]] = {
@@ -42,3 +49,42 @@ def build_summary(grid: Any) -> dict[str, float | bool]:
 def write_summary(grid: Any, out_path: Path | str) -> Path:
     """Write ``build_summary`` to ``out_path`` (atomically)."""
     return atomic_write_text(Path(out_path), json.dumps(build_summary(grid), indent=1) + "\n")
+
+
+MAIN_ROW_KEYS = {"method": ("method", "ccdn"), "gammas": ("gammas", DEFAULT_GAMMAS),
+                 "excitations": ("P", DEFAULT_EXCITATIONS)}
+
+
+def build_headline(grid: Any) -> dict[str, dict[str, float]]:
+    """File stem -> {ours, paper, x_mean_shape} for every table column where our main row has a number."""
+    headline: dict[str, dict[str, float]] = {}
+    for number, spec in TABLE_SPECS.items():
+        if not any(f"table{number}" in e.tables for e in grid.experiments):
+            continue
+        result = build_table(grid, number)
+        for block, rows in result.blocks:
+            main = next((row for row in rows if row.key == MAIN_ROW_KEYS[spec.row_kind] and row.reproduced), None)
+            for column in block.columns:
+                cell = None if main is None else main.cells.get(column)
+                if cell is None or not cell.values:
+                    continue
+                numbers = {"ours": round(cell.mean, 4)}
+                if cell.paper is not None:
+                    numbers["paper"] = round(cell.paper, 4)
+                if cell.x_mean_shape is not None:
+                    numbers["x_mean_shape"] = round(cell.x_mean_shape, 4)
+                stem = f"table{number}_{column.dataset}_{column.subset}_{column.metric}_{column.normaliser}"
+                headline[stem] = numbers
+    return headline
+
+
+def write_headline(grid: Any, out_dir: Path | str) -> list[Path]:
+    """Write one JSON per headline column into ``out_dir`` and remove stale ones; returns the paths."""
+    out_dir = Path(out_dir)
+    headline = build_headline(grid)
+    paths = [atomic_write_text(out_dir / f"{stem}.json", json.dumps(numbers, indent=1) + "\n")
+             for stem, numbers in headline.items()]
+    for old in out_dir.glob("*.json"):
+        if old not in paths:
+            old.unlink()
+    return paths

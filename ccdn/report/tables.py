@@ -1,38 +1,58 @@
-"""Tables 2-7: the paper's rows next to ours (mean ± sd over seeds, n, Δ, Δ%), as Markdown, CSV and LaTeX.
+"""Tables 2-7: the paper's rows next to ours (mean, 95 % intervals, n, Δ, Δ%, × mean shape).
 
 Our rows are matched to the paper's rows by key: the method label for Tables 2-5 (case, spaces and
 punctuation ignored), γ = (γ1, γ2, γ3) for Table 6 and the number of excitation blocks P for Table 7.
 An experiment of ours without a paper row (e.g. a re-implemented baseline) becomes an extra row marked
-"not in paper". Δ = ours − paper and Δ% = 100 · Δ / paper; sd is the sample standard deviation (ddof 1)
-over seeds, left empty for a single seed.
+"not in paper". Two rows are special:
+
+- the **mean-shape reference** (model ``mean_shape``, no learning): a row of its own in every table,
+  and the denominator of "× mean shape" (our NME ÷ the mean-shape NME of the same column);
+- **Table 7, P = 1**: the paper's P = 1 cells equal its Baseline cells (a CCDN without excitation
+  branches is the Baseline), so our P = 1 row is filled from the Baseline runs; our ``ccdn`` runs with
+  P = 1 become the extra row "CCDN, P = 1 (ours, not in the paper)".
+
+Δ = ours − paper and Δ% = 100 · Δ / paper. Per cell: the sample sd (ddof 1) and Student-t 95 %
+interval over seeds (none for a single seed), and the BCa bootstrap 95 % interval over the test faces
+of the per-face values averaged over seeds (``ccdn.report.stats``).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import re
-import sys
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ccdn.report import (
     NORMALISER_NAMES,
     SYNTHETIC_MARK,
     ReportError,
-    atomic_write_text,
     is_synthetic,
     load_metrics,
     load_run_config,
     metric_value,
 )
+from ccdn.report.compute import RunCompute, describe, run_compute
+from ccdn.report.faces import seed_averaged_face_values
 from ccdn.report.reference import PaperReference, ReferenceCell, load_reference
+from ccdn.report.stats import Interval, bootstrap_interval, t_interval
 
-PAPER_RECIPE = "paper: 128 px, 4 HG, Adam lr 2.5e-4 halved at epochs 40 and 100, P = 4, γ = (0.025, 0.01, 0.05)"
+# What §4.1 of the paper states, and what it leaves open (our choices, from the first author's MMDN code).
+PAPER_RECIPE = ("paper (§4.1): 128 × 128 input, 4 stacked hourglasses, lr 2.5e-4 halved at epochs 40 and 100, "
+                "augmentation (rotation, scaling, translation, flip); P = 4, γ = (0.025, 0.01, 0.05) "
+                "(Tables 6, 7)")
+OUR_RECIPE_CHOICES = ("not stated in the paper, our choice (from the first author's MMDN code): Adam "
+                      "(β = 0.5, 0.999), batch 6, 120 epochs")
 DEFAULT_GAMMAS = (0.025, 0.01, 0.05)
+DEFAULT_EXCITATIONS = 4
+REFERENCE_MODELS = frozenset({"mean_shape"})  # reference rows: no learning, the floor every model must beat
+CCDN_P1_LABEL = "CCDN, P = 1 (ours, not in the paper)"
+P1_FROM_BASELINE = ("P = 1 (ours) is filled from the Baseline runs: the paper's P = 1 cells equal its Baseline "
+                    "cells; our ccdn runs with P = 1 are the row “" + CCDN_P1_LABEL + "”")
 
 
 @dataclass(frozen=True)
@@ -103,11 +123,14 @@ TABLE_SPECS: dict[int, TableSpec] = {
 
 @dataclass
 class Cell:
-    """Paper value and our per-seed values for one (row, column)."""
+    """Paper value, our per-seed values and per-face values (averaged over seeds) for one (row, column)."""
 
     paper: float | None = None
     values: list[float] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)
+    faces: np.ndarray | None = None  # per-face value (percent), mean over the seeds; same face order in a table
+    face_ids: np.ndarray | None = None
+    x_mean_shape: float | None = None  # our mean ÷ the mean-shape reference's mean in this column
 
     @property
     def n(self) -> int:
@@ -123,6 +146,16 @@ class Cell:
             return None
         mean = self.mean
         return math.sqrt(sum((v - mean) ** 2 for v in self.values) / (self.n - 1))
+
+    @property
+    def t(self) -> Interval | None:
+        """95 % Student-t interval over seeds; None with one seed (unavailable, not zero width)."""
+        return t_interval(self.values)
+
+    @property
+    def bootstrap(self) -> Interval | None:
+        """95 % BCa bootstrap interval over the test faces (per-face values averaged over seeds)."""
+        return None if self.faces is None else bootstrap_interval(self.faces)
 
     @property
     def delta(self) -> float | None:
@@ -141,8 +174,10 @@ class Row:
     label: str
     cite: str = ""
     in_paper: bool = False
+    reference: bool = False  # the mean-shape reference row
     experiments: list[str] = field(default_factory=list)
     recipes: dict[str, str] = field(default_factory=dict)  # run name -> recipe summary
+    computes: dict[str, RunCompute] = field(default_factory=dict)  # run name -> compute
     cells: dict[Column, Cell] = field(default_factory=dict)
 
     @property
@@ -152,20 +187,29 @@ class Row:
 
 @dataclass
 class TableResult:
-    """A fully computed table, ready to render in any format."""
+    """A fully computed table, ready to render in any format (``ccdn.report.analysis`` adds the tests)."""
 
     spec: TableSpec
     synthetic: bool
     blocks: list[tuple[Block, list[Row]]]
     caption: str
     notes: list[str]
+    comparisons: list = field(default_factory=list)  # ccdn.report.analysis.Comparison
+    verdicts: list = field(default_factory=list)  # ccdn.report.analysis.Verdict
+
+    def rows(self) -> list[Row]:
+        """Every row once, in block order (a row object belongs to one block)."""
+        return [row for _, rows in self.blocks for row in rows]
+
+    def computes(self) -> list[RunCompute]:
+        return [c for row in self.rows() for c in row.computes.values()]
 
 
 # ----------------------------------------------------------------------------------------------------- building
 
 
 def build_table(grid: Any, number: int, reference: PaperReference | None = None) -> TableResult:
-    """Compute Table ``number`` (2-7) from the grid's metrics.json files and the paper's numbers."""
+    """Compute Table ``number`` (2-7) from the grid's run outputs and the paper's numbers."""
     if number not in TABLE_SPECS:
         raise ReportError(f"no table {number}: the paper's tables are {sorted(TABLE_SPECS)}")
     spec = TABLE_SPECS[number]
@@ -178,6 +222,8 @@ def build_table(grid: Any, number: int, reference: PaperReference | None = None)
     synthetic = is_synthetic(grid, metrics_seen)
     if not experiments:
         notes.append(f"no experiment of the grid lists table{number}: only the paper's rows are shown")
+    if spec.row_kind == "excitations" and any(is_p1_baseline(e) for e in experiments):
+        notes.append(P1_FROM_BASELINE)
     return TableResult(spec, synthetic, blocks, _caption(spec, reference, synthetic), notes)
 
 
@@ -197,10 +243,38 @@ def _block_rows(grid: Any, spec: TableSpec, block: Block, reference: PaperRefere
     paper_keys = list(rows)
     for experiment in experiments:
         key = _experiment_key(grid, spec, experiment)
-        row = rows.setdefault(key, Row(key, _display_label(spec, key, experiment.label)))
+        row = rows.setdefault(key, Row(key, _display_label(spec, key, experiment.label),
+                                       reference=is_reference_model(experiment.model)))
         _fill_row(grid, block, experiment, row, metrics_seen, notes)
     extra = [row for key, row in rows.items() if key not in paper_keys and row.reproduced]
-    return [rows[key] for key in paper_keys] + extra
+    ordered = [rows[key] for key in paper_keys] + [r for r in extra if not r.reference] + \
+        [r for r in extra if r.reference]
+    _mean_shape_ratios(block, ordered)
+    return ordered
+
+
+def is_reference_model(model: str) -> bool:
+    """Reference (no-learning) models: the mean-shape floor."""
+    return model in REFERENCE_MODELS
+
+
+def is_p1_baseline(experiment: Any) -> bool:
+    """A Baseline experiment: in Table 7 it is our P = 1 row (the paper's P = 1 cells are its Baseline's)."""
+    return experiment.model == "baseline"
+
+
+def _mean_shape_ratios(block: Block, rows: list[Row]) -> None:
+    """Fill ``x_mean_shape`` of every learning row from the reference row of the same block."""
+    reference = next((row for row in rows if row.reference and row.reproduced), None)
+    if reference is None:
+        return
+    for row in rows:
+        if row.reference:
+            continue
+        for column, cell in row.cells.items():
+            floor = reference.cells.get(column)
+            if cell.values and floor is not None and floor.values and floor.mean:
+                cell.x_mean_shape = cell.mean / floor.mean
 
 
 def _column_for(block: Block, cell: ReferenceCell) -> Column | None:
@@ -227,8 +301,15 @@ def _fill_row(grid: Any, block: Block, experiment: Any, row: Row, metrics_seen: 
             cell.values.append(metric_value(metrics, column.subset, column.metric, column.normaliser))
             cell.runs.append(run.name)
             row.recipes.setdefault(run.name, recipe_summary(load_run_config(grid, run.name)))
+        if runs:
+            cell.face_ids, cell.faces = seed_averaged_face_values(
+                grid, cell.runs, column.dataset, column.subset, column.normaliser, column.metric)
         if experiment.id not in row.experiments:
             row.experiments.append(experiment.id)
+    for run in runs:
+        datasets = [d for d in experiment.evaluate if any(c.dataset == d for c in block.columns)]
+        if run.name not in row.computes and datasets:
+            row.computes[run.name] = run_compute(grid, run, datasets)
 
 
 def normalise_label(label: str) -> str:
@@ -246,12 +327,18 @@ def _reference_key(spec: TableSpec, cell: ReferenceCell) -> Hashable:
 
 def _experiment_key(grid: Any, spec: TableSpec, experiment: Any) -> Hashable:
     """Row key of an experiment; one without the needed γ / P becomes its own (label-keyed) row."""
+    if is_reference_model(experiment.model):
+        return ("reference", normalise_label(experiment.label))
+    if spec.row_kind == "excitations" and is_p1_baseline(experiment):
+        return ("P", 1)
     if spec.row_kind == "gammas":
         gammas = experiment_variant(grid, experiment, "gammas")
         if gammas is not None:
             return ("gammas", _round(gammas))
     elif spec.row_kind == "excitations":
         p = experiment_variant(grid, experiment, "num_excitations")
+        if p is not None and int(p) == 1:
+            return ("method", normalise_label(CCDN_P1_LABEL))
         if p is not None:
             return ("P", int(p))
     return ("method", normalise_label(experiment.label))
@@ -277,6 +364,8 @@ def _round(gammas: Sequence[float] | None) -> tuple[float, ...]:
 
 def _display_label(spec: TableSpec, key: Hashable, label: str) -> str:
     kind, value = key
+    if key == ("method", normalise_label(CCDN_P1_LABEL)):
+        return CCDN_P1_LABEL
     if kind == "gammas":
         return "γ = (" + ", ".join(f"{g:g}" for g in value) + ")"
     if kind == "P":
@@ -285,7 +374,9 @@ def _display_label(spec: TableSpec, key: Hashable, label: str) -> str:
 
 
 def recipe_summary(config: dict) -> str:
-    """A short recipe from a run's resolved config (input size, stacks, channels, epochs, data limits)."""
+    """A short recipe from a run's resolved config (model, input size, stacks, channels, optimiser, limits).
+
+    Epochs, training faces and seconds come from the run's outputs (``ccdn.report.compute``)."""
     model = config.get("model") or {}
     options = model.get("options") or {}
     parts = [str(model.get("name", "?"))]
@@ -294,8 +385,10 @@ def recipe_summary(config: dict) -> str:
     if "stacks" in options:
         parts.append(f"{options['stacks']} HG" + (f" × {options['channels']} ch" if "channels" in options else ""))
     optim = config.get("optim") or {}
-    if "epochs" in optim:
-        parts.append(f"{optim['epochs']} epochs")
+    if "name" in optim:
+        parts.append(f"{str(optim['name']).capitalize()} lr {optim.get('lr', '?')}")
+    if "batch_size" in optim:
+        parts.append(f"batch {optim['batch_size']}")
     train = config.get("train") or {}
     if train.get("limit_train_images"):
         parts.append(f"≤ {train['limit_train_images']} train images")
@@ -316,7 +409,10 @@ def _caption(spec: TableSpec, reference: PaperReference, synthetic: bool) -> str
     else:
         parts = ["NME normalised by the " + "; by the ".join(
             f"{NORMALISER_NAMES[norm]} ({', '.join(places)})" for norm, places in where.items()) + "."]
-    parts.append("Paper rows as printed; ours: mean ± sd over seeds (n), Δ = ours − paper, Δ% = 100·Δ/paper.")
+    parts.append("Paper rows as printed; ours: mean over seeds [95 % Student-t interval over seeds; n/a with one "
+                 "seed] (n), Δ = ours − paper, Δ% = 100·Δ/paper, × mean shape = ours ÷ the mean-shape reference "
+                 "(no learning) in the same column. The CSV adds the sd and a bootstrap interval over test faces; "
+                 "paired comparisons and claim verdicts follow the table.")
     if spec.note:
         parts.append(spec.note)
     if synthetic:
@@ -333,159 +429,24 @@ def table_title(result: TableResult) -> str:
     return f"{title} ({SYNTHETIC_MARK})" if result.synthetic else title
 
 
+def row_recipe(row: Row) -> str:
+    """The recipes of a row's runs, then epochs × training faces and the summed seconds."""
+    recipes = "; ".join(sorted(set(row.recipes.values())))
+    if row.reference:
+        recipes = "the mean of the training landmarks in the crop frame, no gradient steps"
+    compute = describe(list(row.computes.values()))
+    return f"{recipes}; {compute}" if compute else recipes
+
+
 def recipe_notes(result: TableResult) -> list[str]:
-    """One line per reproduced row with the distinct recipes of its runs, then the paper's recipe."""
+    """One line per reproduced row (recipe, epochs, faces, seconds), then what the paper states and what it does not."""
     lines = []
-    for _, rows in result.blocks:
-        for row in rows:
-            if not row.reproduced:
-                continue
-            recipes = sorted(set(row.recipes.values()))
-            line = f"ours — {row.label} ({', '.join(row.experiments)}): {'; '.join(recipes)}"
-            if line not in lines:
-                lines.append(line)
-    return lines + [PAPER_RECIPE]
+    for row in result.rows():
+        if not row.reproduced:
+            continue
+        line = f"ours — {row.label} ({', '.join(row.experiments)}): {row_recipe(row)}"
+        if line not in lines:
+            lines.append(line)
+    return lines + [PAPER_RECIPE, OUR_RECIPE_CHOICES]
 
 
-# ---------------------------------------------------------------------------------------------------- rendering
-
-
-def _fmt(value: float | None, digits: int = 2, signed: bool = False) -> str:
-    if value is None:
-        return ""
-    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
-
-
-def _ours_text(cell: Cell | None, with_n: bool) -> str:
-    if cell is None or not cell.values:
-        return "–"
-    text = _fmt(cell.mean) + (f" ± {_fmt(cell.sd)}" if cell.sd is not None else "")
-    return text + (f" (n={cell.n})" if with_n else "")
-
-
-def _delta_text(cell: Cell | None) -> str:
-    if cell is None or cell.delta is None:
-        return "–"
-    pct = f" ({_fmt(cell.delta_pct, 1, signed=True)}%)" if cell.delta_pct is not None else ""
-    return _fmt(cell.delta, signed=True) + pct
-
-
-def display_rows(result: TableResult, block: Block, rows: list[Row]) -> list[tuple[str, str, list[str]]]:
-    """(method, source, cell texts) lines: paper row, then ours and Δ right below it."""
-    lines: list[tuple[str, str, list[str]]] = []
-    for row in rows:
-        name = f"{row.label} ({row.cite})" if row.cite else row.label
-        if row.in_paper:
-            paper = [_fmt(row.cells[c].paper) if c in row.cells and row.cells[c].paper is not None else "–"
-                     for c in block.columns]
-            lines.append((name, "paper", paper))
-        if row.reproduced:
-            counts = {row.cells[c].n for c in block.columns if c in row.cells and row.cells[c].values}
-            uniform = len(counts) == 1
-            source = ("ours" if row.in_paper else "ours, not in paper") + (f" (n={counts.pop()})" if uniform else "")
-            lines.append((name, source, [_ours_text(row.cells.get(c), not uniform) for c in block.columns]))
-            if row.in_paper:
-                lines.append((name, "Δ (Δ%)", [_delta_text(row.cells.get(c)) for c in block.columns]))
-    return lines
-
-
-def render_markdown(result: TableResult) -> str:
-    """GitHub Markdown: title, caption, one pipe table per block, notes and recipe notes."""
-    out = [f"# {table_title(result)}", "", f"*{result.caption}*", ""]
-    for block, rows in result.blocks:
-        if block.title:
-            out += [f"**{block.title}**", ""]
-        out.append("| Method | Source | " + " | ".join(c.header for c in block.columns) + " |")
-        out.append("|---|---|" + "---:|" * len(block.columns))
-        for name, source, cells in display_rows(result, block, rows):
-            out.append(f"| {name} | {source} | " + " | ".join(cells) + " |")
-        out.append("")
-    out += ["**Recipe notes.**", ""] + [f"- {line}" for line in recipe_notes(result)]
-    out += [f"- note: {note}" for note in result.notes]
-    return "\n".join(out) + "\n"
-
-
-CSV_FIELDS = ("table", "block", "method", "citation", "in_paper", "dataset", "subset", "metric", "normaliser",
-              "paper", "mean", "sd", "n", "delta", "delta_pct", "runs", "recipe")
-
-
-def render_csv(result: TableResult) -> str:
-    """Long format, one line per (row, column), with '#' comment lines carrying title, caption and notes.
-
-    Read it with ``pandas.read_csv(path, comment="#")``.
-    """
-    buffer = io.StringIO()
-    for line in [table_title(result), result.caption] + recipe_notes(result) + result.notes:
-        buffer.write(f"# {line}\n")
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_FIELDS)
-    for block, rows in result.blocks:
-        for row in rows:
-            recipe = "; ".join(sorted(set(row.recipes.values())))
-            for column in block.columns:
-                cell = row.cells.get(column)
-                if cell is None or (cell.paper is None and not cell.values):
-                    continue
-                writer.writerow([
-                    result.spec.number, block.title, row.label, row.cite, int(row.in_paper), column.dataset,
-                    column.subset, column.metric, column.normaliser, _num(cell.paper), _num(cell.mean),
-                    _num(cell.sd), cell.n, _num(cell.delta), _num(cell.delta_pct), " ".join(cell.runs), recipe,
-                ])
-    return buffer.getvalue()
-
-
-def _num(value: float | None) -> str:
-    return "" if value is None else f"{value:.4f}"
-
-
-_TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                "±": r"$\pm$", "γ": r"$\gamma$", "Δ": r"$\Delta$", "≤": r"$\leq$", "×": r"$\times$",
-                "−": r"$-$", "·": r"$\cdot$", "“": "``", "”": "''"}
-
-
-def tex_escape(text: str) -> str:
-    """Escape LaTeX specials; keeps the em dash of the synthetic mark as UTF-8 (LaTeX ≥ 2018 reads it)."""
-    return "".join(_TEX_ESCAPES.get(ch, ch) for ch in text)
-
-
-def render_latex(result: TableResult) -> str:
-    """A booktabs ``table`` float; the caption holds the title (and synthetic mark) and the normalisers."""
-    width = max(len(block.columns) for block, _ in result.blocks)
-    out = [r"% requires \usepackage{booktabs}", r"\begin{table}[t]", r"\centering", r"\small",
-           r"\caption{\textbf{" + tex_escape(table_title(result)) + "} " + tex_escape(result.caption) + "}",
-           rf"\label{{tab:{result.spec.slug}}}", r"\begin{tabular}{ll" + "r" * width + "}", r"\toprule"]
-    for index, (block, rows) in enumerate(result.blocks):
-        if index:
-            out.append(r"\midrule")
-        if block.title:
-            out.append(rf"\multicolumn{{{width + 2}}}{{c}}{{\emph{{{tex_escape(block.title)}}}}} \\")
-        headers = [tex_escape(c.header) for c in block.columns] + [""] * (width - len(block.columns))
-        out += ["Method & Source & " + " & ".join(headers) + r" \\", r"\midrule"]
-        for name, source, cells in display_rows(result, block, rows):
-            cells = cells + [""] * (width - len(cells))
-            out.append(" & ".join(tex_escape(x) for x in [name, source] + cells) + r" \\")
-    out += [r"\bottomrule", r"\end{tabular}", r"\par\smallskip", r"\begin{flushleft}\footnotesize"]
-    out += [tex_escape(line) + r"\\" for line in recipe_notes(result) + result.notes]
-    out += [r"\end{flushleft}", r"\end{table}"]
-    return "\n".join(out) + "\n"
-
-
-def write_table(grid: Any, number: int, out_dir: Path | str, reference: PaperReference | Path | str | None = None
-                ) -> list[Path]:
-    """Build Table ``number`` and write ``<out_dir>/table{N}_<slug>.{md,csv,tex}``; returns the paths."""
-    if not isinstance(reference, PaperReference):
-        reference = load_reference(reference)
-    result = build_table(grid, number, reference)
-    for note in result.notes:
-        print(f"table {number}: note: {note}", file=sys.stderr)
-    out_dir = Path(out_dir)
-    renderers = {"md": render_markdown, "csv": render_csv, "tex": render_latex}
-    return [atomic_write_text(out_dir / f"{result.spec.slug}.{ext}", render(result))
-            for ext, render in renderers.items()]
-
-
-def table_paths(out_dir: Path | str, number: int) -> list[Path]:
-    """The files ``write_table`` makes for Table ``number`` (for Snakemake outputs and the README)."""
-    slug = TABLE_SPECS[number].slug
-    return [Path(out_dir) / f"{slug}.{ext}" for ext in ("md", "csv", "tex")]

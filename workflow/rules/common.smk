@@ -18,6 +18,8 @@ def config_source():
 GRID = grid_from_mapping(config, source=config_source())
 GRID_FILE = str(GRID.results_dir / "config.yaml")  # the resolved grid `ccdn report` reads
 STEM_TO_TABLE = {stem: table for table, stem in TABLES.items()}
+CLAIMS_FILE = "config/claims.yaml"  # the paper's claims checked under each table (ccdn/report/analysis.py)
+HEADLINE_DIR = str(GRID.metrics_dir / "headline")  # what `dvc metrics show` reads
 
 
 def _alternatives(names):
@@ -69,13 +71,29 @@ def figure_targets():
     return files
 
 
+LEARNING_TABLES = ("table2", "table4", "table5")  # = ccdn.report.curves.METHOD_TABLES (not imported: matplotlib)
+
+
+def learning_inputs(wildcards):
+    """The models (their history.json) of the runs drawn in the learning curves."""
+    return [str(GRID.run_dir(r.name) / "model.pt") for r in GRID.runs if set(r.experiment.tables) & set(LEARNING_TABLES)]
+
+
+def learning_files():
+    """Learning curves (png, pdf) and their data as CSV (DVC plots)."""
+    return [str(GRID.figures_dir / f"learning_curves{ext}") for ext in (".png", ".pdf")] + [
+        str(GRID.metrics_dir / "learning_curves.csv")
+    ]
+
+
 def final_outputs():
     """Every model, evaluation, table and figure of the grid, the metrics summary and results/README.md.
 
     Models and evaluations are targets themselves (not only intermediates), so that deleting one
     run's model.pt retrains that run and then refreshes exactly what depends on it.
     """
-    reports = table_targets() + figure_targets() + [str(GRID.summary_path), str(GRID.readme_path)]
+    reports = table_targets() + figure_targets() + learning_files() + [str(GRID.summary_path), HEADLINE_DIR]
+    reports += [str(GRID.readme_path)]
     return model_targets() + evaluation_targets() + reports
 
 
@@ -178,4 +196,4 @@ def all_metrics(wildcards):
 
 
 def readme_inputs(wildcards):
-    return table_targets() + figure_targets() + [str(GRID.summary_path)]
+    return table_targets() + figure_targets() + learning_files() + [str(GRID.summary_path), HEADLINE_DIR]

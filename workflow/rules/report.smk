@@ -1,5 +1,6 @@
-# Paper-vs-reproduced tables, CED and activation-map figures, the metrics summary (for DVC) and
-# results/README.md. All are made by `ccdn report` from metrics.json files (never from MLflow).
+# Paper-vs-reproduced tables (with intervals, paired tests and claim verdicts), CED, activation-map
+# and learning-curve figures, the metrics summary and headline files (for DVC) and results/README.md.
+# All are made by `ccdn report` from the run directories (never from MLflow).
 
 
 rule grid_config:
@@ -19,6 +20,7 @@ rule table:
     input:
         metrics=table_inputs,
         grid=GRID_FILE,
+        claims=CLAIMS_FILE,
     output:
         multiext(str(GRID.tables_dir / "{stem}"), ".md", ".csv", ".tex"),
     log:
@@ -29,7 +31,7 @@ rule table:
     conda:
         "../envs/ccdn.yaml"
     shell:
-        "ccdn report table {params.number} --config {input.grid} --out {params.out} > {log} 2>&1"
+        "ccdn report table {params.number} --config {input.grid} --claims {input.claims} --out {params.out} > {log} 2>&1"
 
 
 # One rule per figure: their files are named after the figure, so they share no wildcard pattern.
@@ -83,6 +85,38 @@ rule figure_fig8:
         "ccdn report figure fig8 --config {input.grid} --out {params.out} > {log} 2>&1"
 
 
+rule learning_curves:
+    input:
+        models=learning_inputs,
+        grid=GRID_FILE,
+    output:
+        learning_files(),
+    log:
+        "logs/report/learning_curves.log",
+    params:
+        out=output_folder,
+        metrics=lambda wildcards, output: os.path.dirname(output[2]),
+    conda:
+        "../envs/ccdn.yaml"
+    shell:
+        "ccdn report figure learning_curves --config {input.grid} --out {params.out} --metrics-dir {params.metrics}"
+        " > {log} 2>&1"
+
+
+rule headline:
+    input:
+        metrics=all_metrics,
+        grid=GRID_FILE,
+    output:
+        directory(HEADLINE_DIR),
+    log:
+        "logs/report/headline.log",
+    conda:
+        "../envs/ccdn.yaml"
+    shell:
+        "ccdn report headline --config {input.grid} --out {output} > {log} 2>&1"
+
+
 rule summary:
     input:
         metrics=all_metrics,
@@ -101,6 +135,7 @@ rule readme:
     input:
         readme_inputs,
         grid=GRID_FILE,
+        claims=CLAIMS_FILE,
     output:
         GRID.readme_path,
     log:
