@@ -1,4 +1,4 @@
-"""``ccdn benchmark {models,data,train,cff}``: print the tables of docs/performance.md (``cff``: docs/method.md).
+"""``ccdn benchmark {models,data,train,cff,gpu}``: print the tables of docs/performance.md (``cff``: docs/method.md).
 
 Each benchmark lives in ``ccdn/benchmarks/<name>.py`` with ``add_arguments(parser)`` and
 ``run(args) -> int``; benchmarks print tables, they never assert timings (tests don't time things).
@@ -14,6 +14,7 @@ BENCHMARKS = {
     "data": "ccdn.benchmarks.data",
     "train": "ccdn.benchmarks.train",
     "cff": "ccdn.benchmarks.cff_norm",
+    "gpu": "ccdn.benchmarks.gpu",
 }
 
 
