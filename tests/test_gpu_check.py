@@ -66,3 +66,24 @@ def test_mfu_peaks_are_looked_up_by_device_name():
     assert peak_for_gpu_name("NVIDIA H100 PCIe") == 756.0
     assert peak_for_gpu_name("NVIDIA A100-SXM4-80GB") == 312.0
     assert peak_for_gpu_name("Some Future GPU") is None
+
+
+def test_out_of_memory_at_one_batch_size_keeps_the_other_rows(tmp_path, monkeypatch):
+    import torch
+
+    import ccdn.benchmarks.gpu as gpu
+
+    real = gpu.measure_training_steps
+
+    def fake(name, size, batch, *args, **kwargs):
+        if batch == 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9 GiB")
+        return real(name, size, batch, *args, **kwargs)
+
+    monkeypatch.setattr(gpu, "measure_training_steps", fake)
+    out = tmp_path / "check"
+    assert main(["benchmark", "gpu", *TINY, "--models", "baseline", "--batch-sizes", "2", "3",
+                 "--sections", "steps", "--out", str(out)]) == 0
+    rows = json.loads((out / "gpu_check.json").read_text())["sections"]["steps"]["rows"]
+    assert rows[0]["images_per_s"] > 0 and rows[1] == {"model": "baseline", "batch_size": 3, "error": "CUDA out of memory"}
+    assert "| baseline | 3 | CUDA out of memory |" in (out / "gpu_check.md").read_text()

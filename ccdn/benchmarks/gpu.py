@@ -100,7 +100,12 @@ def section_steps(args: argparse.Namespace, device: torch.device) -> dict[str, A
     rows = []
     for batch in args.batch_sizes:
         for name in args.models:
-            row = measure_training_steps(name, args.size, batch, args.steps, args.warmup, device)
+            try:
+                row = measure_training_steps(name, args.size, batch, args.steps, args.warmup, device)
+            except torch.cuda.OutOfMemoryError:  # a large batch on a small GPU: keep the other rows
+                torch.cuda.empty_cache()
+                rows.append({"model": name, "batch_size": batch, "error": "CUDA out of memory"})
+                continue
             achieved = row["flops_per_image"] * row["images_per_s"]
             row["achieved_tflops"] = achieved / 1e12
             row["mfu"] = achieved / (peak * 1e12) if peak else None
@@ -227,6 +232,9 @@ def markdown(report: dict[str, Any]) -> str:
                   "", "| model | batch | precision | images/s | peak memory (GiB) | GFLOP / image (fwd+bwd) | TFLOP/s | MFU |",
                   "|---|---:|---|---:|---:|---:|---:|---:|"]
         for r in sections["steps"]["rows"]:
+            if "error" in r:
+                lines.append(f"| {r['model']} | {r['batch_size']} | {r['error']} | | | | | |")
+                continue
             memory = f"{r['peak_memory_bytes'] / 2**30:.2f}" if r["peak_memory_bytes"] else "n/a"
             mfu = f"{100 * r['mfu']:.1f} %" if r["mfu"] is not None else "n/a"
             lines.append(f"| {r['model']} | {r['batch_size']} | {r['precision']} | {r['images_per_s']:.1f} | {memory} "
