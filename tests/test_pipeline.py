@@ -150,7 +150,8 @@ def test_dry_run_builds_the_full_dag(copy: Path, config: str) -> None:
             assert str(path) in outputs, f"{path} missing from the DAG of {config}"
     for path in (grid.readme_path, grid.summary_path, grid.ced_data_path("fig5"), grid.ced_data_path("fig7"),
                  grid.metrics_dir / "headline", grid.metrics_dir / "learning_curves.csv",
-                 grid.figures_dir / "learning_curves.png"):
+                 grid.figures_dir / "learning_curves.png", grid.tables_dir / "occlusion.md",
+                 grid.metrics_dir / "occlusion.csv"):
         assert str(path) in outputs
     if config == "config/paper.yaml":  # three seeds of the paper's recipe
         assert {f"ccdn-300w-s{seed}" for seed in (0, 1, 2)} <= {Path(o).parent.name for o in outputs}

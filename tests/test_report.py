@@ -695,12 +695,16 @@ def test_headline_is_one_small_file_per_table_column(grid, tmp_path):
 
 
 def test_every_report_output_is_byte_identical_when_rebuilt(grid, tmp_path):
+    from ccdn.report.occlusion import write_occlusion
+
+    write_occluded_cofw(grid, visible_px=1.0, occluded_px=3.0)
     def build(out: Path) -> dict[str, bytes]:
         for number in range(2, 8):
             write_table(grid, number, out / "tables")
         for name in ("fig5", "fig7", "fig8"):
             write_figure(grid, name, out / "figures", out / "metrics")
         write_learning_curves(grid, out / "figures", out / "metrics")
+        write_occlusion(grid, out / "tables", out / "figures", out / "metrics")
         write_headline(grid, out / "metrics" / "headline")
         write_summary(grid, out / "metrics" / "summary.json")
         return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
@@ -711,3 +715,64 @@ def test_every_report_output_is_byte_identical_when_rebuilt(grid, tmp_path):
     assert [name for name in first if first[name] != second[name]] == []
     pdf = first["figures/fig5_ced_300w_challenging.pdf"]
     assert b"CreationDate" not in pdf and b"Matplotlib" not in pdf
+
+
+# ---------------------------------------------------------------------------------------------- occlusion
+
+
+def write_occluded_cofw(grid: FakeGrid, visible_px: float, occluded_px: float) -> np.ndarray:
+    """A prepared COFW-68 test split of 20 faces whose point k of face i is occluded when k < 2 * (i % 5),
+    and predictions off by ``visible_px`` / ``occluded_px`` × (BASE / 5) pixels on visible / occluded points."""
+    n, points = 20, 68
+    rng = np.random.default_rng(3)
+    gt = np.repeat(rng.normal(0, 30, (1, points, 2)) + 100, n, axis=0).astype(np.float32)  # one face shape
+    occluded = np.arange(points)[None, :] < 2 * (np.arange(n)[:, None] % 5)
+    ids = np.array([f"face{i}" for i in range(n)])
+    root = grid.prepared_dir("cofw68")
+    root.mkdir(parents=True, exist_ok=True)
+    np.savez(root / "test.npz", images=np.zeros((n, 4, 4, 3), np.uint8), landmarks=gt, to_original=np.zeros((n, 2, 3),
+             np.float32), original_landmarks=gt, boxes=np.tile(np.float32([0, 0, 200, 200]), (n, 1)),
+             face_size=np.full(n, 200, np.float32), occluded=occluded, attributes=np.zeros((n, 0), np.uint8),
+             attribute_names=np.array([], dtype=str), subset_names=np.array(["full"]),
+             subset_masks=np.ones((1, n), bool), face_ids=ids,
+             meta=np.array(json.dumps({"dataset": "cofw68", "split": "test", "scheme": "68"})))
+    for run in grid.runs:
+        if "cofw68" in run.experiment.evaluate:
+            shift = np.where(occluded, occluded_px, visible_px)[..., None] * BASE[run.experiment.id] / 5.0
+            pred = gt + shift * np.array([1.0, 0.0])  # moved along x by the shift
+            np.savez(grid.predictions_path(run.name, "cofw68"), pred=pred.astype(np.float32), gt=gt,
+                     face_ids=ids, err_inter_pupil=np.zeros(n), subset_names=np.array(["full"]),
+                     subset_masks=np.ones((1, n), bool))
+    return gt
+
+
+def test_occlusion_stress_separates_occluded_and_visible_points(grid, tmp_path):
+    from ccdn.metrics import normalizing_distance
+    from ccdn.report.occlusion import write_occlusion
+
+    gt = write_occluded_cofw(grid, visible_px=1.0, occluded_px=3.0)
+    paths = write_occlusion(grid, tmp_path / "tables", tmp_path / "figures", tmp_path / "metrics")
+    assert [p.name for p in paths] == ["occlusion.md", "occlusion.csv", "occlusion.png", "occlusion.pdf",
+                                       "occlusion.csv"]
+    summary = pd.read_csv(paths[1], comment="#")
+    cofw = summary[summary.dataset == "cofw68"].set_index("method")
+    inv_d = (100.0 / normalizing_distance(gt.astype(np.float64), "inter_pupil", scheme="68"))  # percent per pixel
+    occluded = np.arange(68)[None, :] < 2 * (np.arange(20)[:, None] % 5)
+    expected_visible = np.broadcast_to(inv_d[:, None], occluded.shape)[~occluded].mean()  # CCDN: 1 px
+    expected_occluded = 3.0 * np.broadcast_to(inv_d[:, None], occluded.shape)[occluded].mean()
+    assert cofw.loc["CCDN", "nme_visible"] == pytest.approx(expected_visible, rel=1e-3)
+    assert cofw.loc["CCDN", "nme_occluded"] == pytest.approx(expected_occluded, rel=1e-3)
+    assert cofw.loc["CCDN", "occluded_points"] == int(occluded.sum())
+    assert cofw.loc["Baseline", "nme_visible"] == pytest.approx(1.4 * expected_visible, rel=1e-3)
+    curves = pd.read_csv(paths[4]).set_index("occluded_pct")
+    assert list(curves.index) == [0.0, 5.0, 15.0]  # faces with 0, 2/68, 4/68, 6/68, 8/68 points hidden
+    assert curves["CCDN (cofw68)"].is_monotonic_increasing  # more hidden points, larger error
+    assert "Mean shape (reference) (cofw68)" in curves.columns
+    assert "| CCDN |" in paths[0].read_text() and SYNTHETIC_MARK in paths[0].read_text()
+
+
+def test_occlusion_without_flags_says_so_instead_of_failing(grid, tmp_path):
+    from ccdn.report.occlusion import NO_FLAGS, write_occlusion
+
+    paths = write_occlusion(grid, tmp_path / "t", tmp_path / "f", tmp_path / "m")  # no prepared splits
+    assert NO_FLAGS in paths[0].read_text() and paths[2].stat().st_size > 1000

@@ -1,4 +1,4 @@
-"""``ccdn report {table,figure,summary,headline,readme,metrics}``: thin wrappers over the report modules."""
+"""``ccdn report {table,figure,summary,headline,occlusion,readme,metrics}``: thin wrappers over the report modules."""
 
 from __future__ import annotations
 
@@ -35,6 +35,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     headline = sub.add_parser("headline", help="one small JSON per table column of ours (`dvc metrics show`)")
     _common(headline, "results/metrics/headline", "output folder")
+
+    occlusion = sub.add_parser("occlusion", help="NME on occluded vs visible points, and against the occluded fraction")
+    _common(occlusion, "results/tables", "table folder")
+    occlusion.add_argument("--figures", type=Path, default=None, help="figure folder (default: <results>/figures)")
+    occlusion.add_argument("--metrics-dir", type=Path, default=None,
+                           help="where the curve data (CSV) go (default: <results>/metrics)")
 
     readme = sub.add_parser("readme", help="results/README.md mapping outputs to rules and commands")
     _common(readme, "results/README.md", "output file")
@@ -82,6 +88,12 @@ def run(args: argparse.Namespace) -> int:
         from ccdn.report.figures import write_figure
 
         paths = write_figure(grid, args.name, args.out, args.metrics_dir, images=args.images)
+    elif args.report_command == "occlusion":
+        from ccdn.report.occlusion import write_occlusion
+
+        results = Path(grid.results_dir)
+        paths = write_occlusion(grid, args.out, args.figures or results / "figures",
+                                args.metrics_dir or results / "metrics")
     elif args.report_command == "headline":
         from ccdn.report.summary import write_headline
 

@@ -20,6 +20,7 @@ from ccdn.report.analysis import analyse, load_claims
 from ccdn.report.compute import format_seconds, total
 from ccdn.report.curves import LEARNING_STEM, learning_paths
 from ccdn.report.figures import CED_FIGURES, FIG8_STEM, figure_paths
+from ccdn.report.occlusion import OCCLUSION_STEM, occlusion_paths
 from ccdn.report.render import table_paths
 from ccdn.report.tables import TABLE_SPECS, TableResult, build_table
 
@@ -29,8 +30,10 @@ FIGURE_CAPTIONS = {
     "fig8": "Face activation maps of CCDN with two (first row) and four (second row) excitation blocks.",
     LEARNING_STEM: "Validation NME per epoch of the runs of Tables 2, 4 and 5 (log scale), with the mean-shape "
                    "reference as a dashed line.",
+    OCCLUSION_STEM: "Occlusion stress: face NME against the share of its points that are occluded (mean shape "
+                    "dashed).",
 }
-FIGURE_ORDER = ("fig5", "fig7", "fig8", LEARNING_STEM)
+FIGURE_ORDER = ("fig5", "fig7", "fig8", LEARNING_STEM, OCCLUSION_STEM)
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,7 @@ def products(grid: Any, config_path: str, workflow_dir: Path) -> list[Product]:
         items.append(Product(f"Table {number}", spec.title.split(": ", 1)[1], table_paths(tables_dir, number),
                              f"ccdn report table {number} --config {config_path} --out {tables_dir}",
                              find_rule(workflow_dir, "report table", (f"report table {number}", spec.slug))))
-    for name in FIGURE_ORDER:
+    for name in FIGURE_ORDER[:-1]:  # the occlusion figure comes with its table (below)
         files = (learning_paths(figures_dir, metrics_dir) if name == LEARNING_STEM
                  else figure_paths(name, figures_dir, metrics_dir))
         items.append(Product(_figure_title(name), FIGURE_CAPTIONS[name], files,
@@ -85,6 +88,11 @@ def products(grid: Any, config_path: str, workflow_dir: Path) -> list[Product]:
                          [metrics_dir / "summary.json"],
                          f"ccdn report summary --config {config_path} --out {metrics_dir / 'summary.json'}",
                          find_rule(workflow_dir, "report summary")))
+    items.append(Product("Occlusion stress", "NME on occluded vs visible points per method, and against the share "
+                         "of occluded points of a face (the robustness claim, measured).",
+                         occlusion_paths(tables_dir, figures_dir, metrics_dir),
+                         f"ccdn report occlusion --config {config_path} --out {tables_dir}",
+                         find_rule(workflow_dir, "report occlusion")))
     headline = metrics_dir / "headline"
     items.append(Product("Headline", "Our main row per table column, the paper's number and × mean shape, one "
                                      "file per column (`dvc metrics show`).", [headline],
@@ -94,12 +102,12 @@ def products(grid: Any, config_path: str, workflow_dir: Path) -> list[Product]:
 
 
 def _figure_title(name: str) -> str:
-    return "Learning curves" if name == LEARNING_STEM else f"Fig. {name[3:]}"
+    return {LEARNING_STEM: "Learning curves", OCCLUSION_STEM: "Occlusion stress"}.get(name, f"Fig. {name[3:]}")
 
 
 def _figure_stem(name: str) -> str:
-    if name == LEARNING_STEM:
-        return LEARNING_STEM
+    if name in (LEARNING_STEM, OCCLUSION_STEM):
+        return name
     return CED_FIGURES[name].stem if name in CED_FIGURES else FIG8_STEM
 
 

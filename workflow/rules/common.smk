@@ -86,13 +86,31 @@ def learning_files():
     ]
 
 
+OCCLUSION_TABLES = ("table2", "table3", "table4", "table5")  # = ccdn.report.occlusion.SOURCES' tables
+
+
+def occlusion_files():
+    """Occlusion stress: table (md, csv), figure (png, pdf), curve data (csv, DVC plots)."""
+    return [str(GRID.tables_dir / "occlusion.md"), str(GRID.tables_dir / "occlusion.csv"),
+            str(GRID.figures_dir / "occlusion.png"), str(GRID.figures_dir / "occlusion.pdf"),
+            str(GRID.metrics_dir / "occlusion.csv")]
+
+
+def occlusion_inputs(wildcards):
+    """The evaluations of the method tables and the prepared test sets holding the occlusion flags."""
+    chosen = [(run, d) for table in OCCLUSION_TABLES for run, d in GRID.table_evaluations(table)]
+    return sorted({str(GRID.metrics_path(run.name, d)) for run, d in chosen}) + sorted(
+        {str(GRID.prepared_dir(d)) for _, d in chosen})
+
+
 def final_outputs():
     """Every model, evaluation, table and figure of the grid, the metrics summary and results/README.md.
 
     Models and evaluations are targets themselves (not only intermediates), so that deleting one
     run's model.pt retrains that run and then refreshes exactly what depends on it.
     """
-    reports = table_targets() + figure_targets() + learning_files() + [str(GRID.summary_path), HEADLINE_DIR]
+    reports = table_targets() + figure_targets() + learning_files() + occlusion_files()
+    reports += [str(GRID.summary_path), HEADLINE_DIR]
     reports += [str(GRID.readme_path)]
     return model_targets() + evaluation_targets() + reports
 
@@ -196,4 +214,5 @@ def all_metrics(wildcards):
 
 
 def readme_inputs(wildcards):
-    return table_targets() + figure_targets() + learning_files() + [str(GRID.summary_path), HEADLINE_DIR]
+    return table_targets() + figure_targets() + learning_files() + occlusion_files() + [
+        str(GRID.summary_path), HEADLINE_DIR]

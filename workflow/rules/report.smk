@@ -103,6 +103,25 @@ rule learning_curves:
         " > {log} 2>&1"
 
 
+rule occlusion:
+    input:
+        occlusion_inputs,
+        grid=GRID_FILE,
+    output:
+        occlusion_files(),
+    log:
+        "logs/report/occlusion.log",
+    params:
+        tables=lambda wildcards, output: os.path.dirname(output[0]),
+        figures=lambda wildcards, output: os.path.dirname(output[2]),
+        metrics=lambda wildcards, output: os.path.dirname(output[4]),
+    conda:
+        "../envs/ccdn.yaml"
+    shell:
+        "ccdn report occlusion --config {input.grid} --out {params.tables} --figures {params.figures}"
+        " --metrics-dir {params.metrics} > {log} 2>&1"
+
+
 rule headline:
     input:
         metrics=all_metrics,
