@@ -1,7 +1,9 @@
 """Baselines that register into ``ccdn``'s model registry on import.
 
-``ccdn.models.registry.create_model`` imports this package, so every module imported here joins
-``list_models()``. Adding a baseline = one module here + one config entry (see README.md).
+The ``ccdn.models`` entry point in pyproject.toml names this package; the registry imports it on
+first use, so every module imported here joins ``list_models()`` (and the registry never imports
+``baselines`` by name: no import circle). Adding a baseline = one module here + one config entry
+(see README.md).
 """
 
 from baselines import heatmap_hourglass, timm_regressor  # noqa: F401  (each registers on import)

@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ccdn.models.registry import register_model
+from ccdn.errors import CCDNError
+from ccdn.models.registry import UnknownModelError, register_model
 
 # Hourglass options of the common recipe (Contract 8); they have no meaning for a timm backbone
 # (it takes any input size) and are accepted and ignored so one config can drive every model.
@@ -43,14 +44,11 @@ FEATURE_LEVELS = ("last", "all")
 MIN_FUSED_STRIDE = 4  # "all" skips stride-2 stems: too large to be worth fusing, little semantics
 
 
-class UnknownTimmModel(KeyError):
+class UnknownTimmModel(UnknownModelError):
     """A ``timm/<name>`` whose name timm does not know (a KeyError, like the registry's unknown names)."""
 
-    def __str__(self) -> str:  # KeyError would print the repr of the message, quotes escaped
-        return str(self.args[0])
 
-
-class PretrainedWeightsUnavailable(RuntimeError):
+class PretrainedWeightsUnavailable(CCDNError, RuntimeError):
     """``pretrained=True`` was asked for but the weights could not be fetched or found in the cache."""
 
 

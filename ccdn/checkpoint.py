@@ -20,12 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ccdn.errors import CheckpointError
+from ccdn.io import fsync_dir, save_torch
+
 LAST_NAME = "last.pt"
 EPOCH_PATTERN = re.compile(r"^epoch_(\d{3,})\.pt$")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be read; the message names the file and what to do."""
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -45,19 +44,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """``torch.save`` to a sibling temporary file, fsync, then ``os.replace`` over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    save_torch(path, state)
 
 
 def publish_as_last(source: Path, run_dir: Path) -> Path:
@@ -72,7 +59,7 @@ def publish_as_last(source: Path, run_dir: Path) -> Path:
         except OSError:  # file systems without hard links
             shutil.copyfile(source, tmp)
         os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -137,15 +124,3 @@ def restore_rng_state(state: dict[str, Any]) -> None:
             torch.cuda.set_rng_state(cuda_state.cpu(), index)
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Persist a rename: fsync the directory entry (best effort; not all platforms allow it)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

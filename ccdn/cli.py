@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from ccdn.errors import CCDNError
+
 COMMANDS: dict[str, str] = {
     "synth": "ccdn.data.synth",
     "fetch": "ccdn.data.fetch",
@@ -32,10 +34,6 @@ SUMMARIES: dict[str, str] = {
     "benchmark": "print speed/size benchmark tables",
     "grid": "check a grid config and list its runs, or write it resolved",
 }
-
-
-class CCDNError(Exception):
-    """An error with a message meant for the user (printed without a traceback)."""
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -64,17 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # user-facing errors: one clear line, no traceback
-        if _is_user_error(exc):
-            print(f"ccdn {args.command}: error: {exc}", file=sys.stderr)
-            return 2
-        raise
-
-
-def _is_user_error(exc: Exception) -> bool:
-    """Errors from bad input (data, config) are reported plainly; bugs keep their traceback."""
-    names = {cls.__name__ for cls in type(exc).__mro__}
-    return bool(names & {"CCDNError", "DataFormatError", "ConfigError", "FetchError", "NonFiniteLossError"})
+    except CCDNError as exc:  # bad input (data, config, checkpoint): one clear line, no traceback
+        print(f"ccdn {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -11,13 +11,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import yaml
+
+from ccdn.errors import ConfigError
+from ccdn.io import write_yaml
 
 DEFAULT_CONFIG_PATH = Path(__file__).parent / "configs" / "default.yaml"
 
@@ -56,8 +57,6 @@ _Loader.add_implicit_resolver(
 )
 
 
-class ConfigError(ValueError):
-    """A config file, key or value is wrong; the message names it and says what is accepted."""
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> dict[str, Any]:
@@ -235,23 +234,7 @@ def default_run_name(config: Mapping[str, Any]) -> str:
 
 def save_config(config: Mapping[str, Any], path: Path) -> None:
     """Write the resolved config as YAML atomically (temporary name, then ``os.replace``)."""
-    atomic_write_text(path, yaml.safe_dump(dict(config), sort_keys=False))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Never leave a half-written file: write a sibling temporary file, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_yaml(path, config)
 
 
 def _is_runtime_key(dotted: str) -> bool:

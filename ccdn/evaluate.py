@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ccdn.config import ConfigError, atomic_write_text, default_run_name, load_config
+from ccdn.config import ConfigError, default_run_name, load_config
+from ccdn.io import write_text
 
 THRESHOLD = 0.1
 NUM_ACTIVATION_MAPS = 4
@@ -224,7 +225,7 @@ def evaluate(run_dir: Path | str, data: Path | str, *, split: str = "test", flip
               subset_names=np.array(list(subsets), dtype=str),
               subset_masks=_masks(subsets, len(indices)),
               **{f"err_{norm}": values for norm, values in errors.items()})
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     if activation_maps > 0 and hasattr(model, "head"):
         marks = " — synthetic data, not a reproduction" if test.synthetic else ""
         title = f"{metrics['run']} on {dataset_name}/{split}: face activation maps{marks}"

@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ccdn.cli import CCDNError
+from ccdn.errors import CCDNError
 
 __all__ = ["CASCADE", "detect_faces"]
 

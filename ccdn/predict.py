@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ccdn.cli import CCDNError
+from ccdn.errors import CCDNError
 
 __all__ = ["ImageFaces", "parse_box", "read_image_boxes", "run_scheme", "predict_landmarks", "predict_images",
            "add_parser", "run"]
@@ -189,8 +189,8 @@ def _boxes_for(image_path: Path, pixels: np.ndarray, box: np.ndarray | None,
 
 
 def _write_outputs(result: ImageFaces, pixels: np.ndarray, out: Path, run_dir: Path, scheme: str) -> list[Path]:
-    from ccdn.config import atomic_write_text
     from ccdn.data.formats.pts import write_pts
+    from ccdn.io import write_text
     from ccdn.report.overlay import save_overlay
 
     stem = result.image.stem
@@ -206,7 +206,7 @@ def _write_outputs(result: ImageFaces, pixels: np.ndarray, out: Path, run_dir: P
                   for box, points, path in zip(result.boxes, result.landmarks, pts_paths)],
     }
     json_path = out / f"{stem}.json"
-    atomic_write_text(json_path, json.dumps(record, indent=1) + "\n")
+    write_text(json_path, json.dumps(record, indent=1) + "\n")
     overlay = save_overlay(out / f"{stem}_overlay.png", pixels, list(result.boxes), list(result.landmarks))
     return [*pts_paths, json_path, overlay]
 

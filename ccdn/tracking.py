@@ -31,7 +31,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, TypeVar
 
-from ccdn.config import atomic_write_text
+from ccdn.io import write_text
 
 T = TypeVar("T")
 
@@ -253,7 +253,7 @@ class Tracker:
         if self.active:
             record = {"tracking_uri": self.uri, "experiment": self.experiment,
                       "experiment_id": self.experiment_id, "run_id": self.run_id, "run_name": self.run_name}
-            atomic_write_text(Path(run_dir) / TRACKING_FILE, json.dumps(record, indent=2) + "\n")
+            write_text(Path(run_dir) / TRACKING_FILE, json.dumps(record, indent=2) + "\n")
 
     # ------------------------------------------------------------------------------------ plumbing
     def _get_client(self) -> Any:

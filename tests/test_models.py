@@ -99,7 +99,7 @@ def test_cocs_terms_match_explicit_excitation_maps():
     stored = {}
     for layer in ("T-1", "T"):
         model.ctms[layer].register_forward_hook(lambda mod, inp, out, layer=layer: stored.update({layer: (inp[0], out)}))
-    output = model(x)
+    output = model(x, with_cocs=True)  # eval mode (fixed BatchNorm) computes them only on request
     for layer in ("T-1", "T"):
         inputs, ctm_out = stored[layer]
         maps = ctm_out.excitation_maps(inputs)  # X̂ᵖ (B, P, D, H, W)
@@ -155,9 +155,22 @@ def test_eval_mode_single_image_and_bf16_autocast():
     with torch.no_grad():
         assert model(images(1))["landmarks"].shape == (1, LANDMARKS, 2)
         with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
-            output = model(images(2).contiguous(memory_format=torch.channels_last))
+            output = model(images(2).contiguous(memory_format=torch.channels_last), with_cocs=True)
     assert torch.isfinite(output["landmarks"].float()).all()
+    assert set(output["cocs"]) == {"T", "T-1", "G"}
     assert all(torch.isfinite(v.float()) for v in output["cocs"].values())
+
+
+def test_cocs_terms_are_computed_only_when_a_loss_needs_them():
+    model = small_model("ccdn")
+    x = images()
+    assert set(model.train()(x)["cocs"]) == {"T", "T-1", "G"}  # training: the objective needs them
+    with torch.no_grad():
+        evaluated = model.eval()(x)
+        requested = model(x, with_cocs=True)
+    assert evaluated["cocs"] == {}  # evaluation and inference skip them
+    torch.testing.assert_close(evaluated["landmarks"], requested["landmarks"])  # predictions do not depend on it
+    assert set(requested["cocs"]) == {"T", "T-1", "G"}
 
 
 def test_bad_options_name_the_problem():

@@ -27,7 +27,7 @@ from ccdn.data.prepare import (
     run,
 )
 from ccdn.data.records import RawFace
-from ccdn.cli import CCDNError
+from ccdn.errors import CCDNError
 
 ASTRONAUT = Path(__file__).resolve().parent / "data" / "skimage_astronaut"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ccdn.cli import CCDNError
+from ccdn.errors import CCDNError
 from ccdn.data.formats import load_image, read_dataset
 from ccdn.data.formats import cofw, w300, wflw
 from ccdn.data.schemes import get_scheme

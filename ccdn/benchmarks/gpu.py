@@ -304,6 +304,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    from ccdn.config import atomic_write_text
+    from ccdn.io import write_text
 
-    atomic_write_text(path, text)
+    write_text(path, text)

@@ -22,19 +22,19 @@ from pathlib import Path
 import numpy as np
 
 import ccdn
-from ccdn.cli import CCDNError
 from ccdn.data.formats.folder import AnnotatedFolder, read_annotated_folder
 from ccdn.data.prepare import (
     CACHE_FORMAT_VERSION,
     PrepareSettings,
     _check_existing,
     _read_synthetic,
-    _write_npz_atomic,
     build_split_arrays,
     input_fingerprint,
 )
 from ccdn.data.records import RawFace
 from ccdn.data.schemes import SCHEMES, get_scheme
+from ccdn.errors import CCDNError
+from ccdn.io import write_npz
 
 __all__ = ["prepare_custom", "custom_name", "split_faces", "add_own_data_arguments", "run_custom"]
 
@@ -111,7 +111,7 @@ def prepare_custom(
         meta = _custom_meta(name, split, scheme, arrays, settings, fingerprint, raw_root, folder, boxes, synthetic)
         arrays["meta"] = np.array(json.dumps(meta))
         paths[split] = out_root / f"{split}.npz"
-        _write_npz_atomic(paths[split], arrays)
+        write_npz(paths[split], arrays)
     return paths
 
 

@@ -13,7 +13,6 @@ import http.client
 import os
 import re
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -27,7 +26,8 @@ import yaml
 from tqdm import tqdm
 
 from ccdn import __version__
-from ccdn.data.errors import FetchError
+from ccdn.errors import FetchError
+from ccdn.io import write_text
 
 
 USER_AGENT = f"ccdn-repro/{__version__} (+https://github.com; urllib)"
@@ -122,19 +122,7 @@ class ChecksumLock:
             "version": 1,
             "files": {k: vars(e) for k, e in sorted(self.entries.items())},
         }
-        _atomic_write_text(self.path, self.HEADER + yaml.safe_dump(body, sort_keys=False))
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        write_text(self.path, self.HEADER + yaml.safe_dump(body, sort_keys=False))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,9 +1,5 @@
-"""Errors raised for bad input data: the message names the file (and line) and the fix."""
+"""Errors raised for bad input data (defined in :mod:`ccdn.errors`, re-exported here for the parsers)."""
 
+from ccdn.errors import DataFormatError, FetchError
 
-class DataFormatError(ValueError):
-    """A dataset file is missing, truncated or malformed."""
-
-
-class FetchError(RuntimeError):
-    """A download, checksum or extraction failed; nothing half-written is left behind."""
+__all__ = ["DataFormatError", "FetchError"]

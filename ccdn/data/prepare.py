@@ -27,11 +27,11 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 import ccdn
-from ccdn.cli import CCDNError
 from ccdn.config import parse_key_values
 from ccdn.data.crop import apply_affine, cache_to_original, crop_face, square_box  # noqa: F401  (re-exported)
 from ccdn.data.completeness import check_counts  # noqa: F401  (re-exported)
-from ccdn.data.errors import DataFormatError
+from ccdn.errors import CCDNError, DataFormatError
+from ccdn.io import write_npz
 from ccdn.data.records import RawFace
 from ccdn.data.schemes import DATASETS, get_dataset, get_scheme
 
@@ -250,7 +250,7 @@ def prepare_dataset(
         meta["partial"] = counts_of_release[split] if counts_of_release else None
         arrays["meta"] = np.array(json.dumps(meta))
         paths[split] = out_root / f"{split}.npz"
-        _write_npz_atomic(paths[split], arrays)
+        write_npz(paths[split], arrays)
     return paths
 
 
@@ -412,20 +412,6 @@ def _as_rgb(image: np.ndarray, face: RawFace) -> np.ndarray:
     if image.shape[2] == 1:
         image = np.repeat(image, 3, axis=2)
     return np.ascontiguousarray(image.astype(np.uint8, copy=False))
-
-
-def _write_npz_atomic(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """Write an uncompressed ``.npz`` under a temporary name, then rename: never half-written."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------- CLI

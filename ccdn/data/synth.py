@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from ccdn.errors import CCDNError
 from ccdn.data.formats import DATASET_NAMES, aflw, cofw, w300, wflw
 from ccdn.data.synth_face import CONDITIONS, Conditions, RenderedFace, annotate, render_face, sample_params
 
@@ -303,8 +304,6 @@ def synthesize(
 
 
 def _check_sizes(dataset: str, n_train: int, n_test: int) -> None:
-    from ccdn.cli import CCDNError
-
     minimum_train = 3 if dataset == "300w" else (0 if dataset == "cofw68" else 1)
     minimum_test = 3 if dataset == "300w" else 1
     if n_train < minimum_train or n_test < minimum_test:
@@ -315,8 +314,6 @@ def _check_sizes(dataset: str, n_train: int, n_test: int) -> None:
 
 
 def _check_replaceable(out: Path) -> None:
-    from ccdn.cli import CCDNError
-
     if not out.exists():
         return
     if not out.is_dir():

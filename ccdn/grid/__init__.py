@@ -26,7 +26,6 @@ from ccdn.grid.load import (
     load_grid,
     parse_run_name,
     resolve_training_config,
-    write_yaml_atomic,
 )
 from ccdn.grid.model import (
     DATASETS,
@@ -69,5 +68,4 @@ __all__ = [
     "resolve_training_config",
     "schema_path",
     "validate_config",
-    "write_yaml_atomic",
 ]

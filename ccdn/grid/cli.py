@@ -8,7 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-from ccdn.grid.load import grid_from_mapping, load_grid, write_yaml_atomic
+from ccdn.grid.load import grid_from_mapping, load_grid
+from ccdn.io import write_yaml
 from ccdn.grid.model import GridError
 
 
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         grid = load_grid(args.config)
     else:
         raise GridError("ccdn grid resolve needs a config file or --json")
-    write_yaml_atomic(grid.to_dict(), args.out)
+    write_yaml(args.out, grid.to_dict())
     return 0
 
 

@@ -4,7 +4,6 @@ before the pipeline starts, and each experiment gets its P and gammas), expand i
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -176,14 +175,3 @@ def parse_run_name(run_name: str) -> tuple[str, int]:
     return match["id"], int(match["seed"])
 
 
-def write_yaml_atomic(data: Mapping[str, Any], out: Path) -> None:
-    """Write YAML via a temporary file + rename, so readers never see half a file."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            yaml.safe_dump(dict(data), handle, sort_keys=False)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -5,6 +5,6 @@ them (``baselines/`` adds its own on first use). See docs/architecture.md, Contr
 """
 
 from ccdn.models import ccdn as _ccdn  # noqa: F401  (registers "ccdn", "fcdn", "baseline")
-from ccdn.models.registry import create_model, is_model, list_models, register_model
+from ccdn.models.registry import ModelInfo, create_model, is_model, list_models, model_info, register_model
 
-__all__ = ["create_model", "is_model", "list_models", "register_model"]
+__all__ = ["ModelInfo", "create_model", "is_model", "list_models", "model_info", "register_model"]

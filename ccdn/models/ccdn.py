@@ -182,8 +182,8 @@ class HourglassLandmarkNetwork(nn.Module):
             return self.cff(lower[:, None], upper[:, None])
         return self.cff(low.excitation_maps(lower), up.excitation_maps(upper))
 
-    def forward_features(self, images: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """The map feeding the head and the COCS terms (Eq. 6 values, unweighted)."""
+    def forward_features(self, images: Tensor, *, with_cocs: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
+        """The map feeding the head and, when ``with_cocs``, the COCS terms (Eq. 6 values, unweighted)."""
         x = self.backbone(images)
         for stage in self.stages[:-2]:
             x = stage(x)
@@ -193,7 +193,7 @@ class HourglassLandmarkNetwork(nn.Module):
         features, up = self._excite("T", upper)
         cocs: dict[str, Tensor] = {}
         fused = self._fuse(lower, upper, low, up) if self.cff is not None else None
-        if low is not None and up is not None and fused is not None:
+        if with_cocs and low is not None and up is not None and fused is not None:
             mode = self.config.cocs_mode  # float32: the normalised dot products are too coarse in bf16
             cocs["T"] = cocs_loss(up.pooled().float(), mode=mode)
             cocs["T-1"] = cocs_loss(low.pooled().float(), mode=mode)
@@ -207,8 +207,10 @@ class HourglassLandmarkNetwork(nn.Module):
         coordinates = self.head(features.mean(dim=(2, 3))).view(-1, self.num_landmarks, 2)
         return torch.sigmoid(coordinates) if self.config.output_activation == "sigmoid" else coordinates
 
-    def forward(self, images: Tensor) -> dict[str, Any]:
-        features, cocs = self.forward_features(images)
+    def forward(self, images: Tensor, *, with_cocs: bool | None = None) -> dict[str, Any]:
+        """``"cocs"`` holds the regulariser terms only when a loss needs them: in training mode, or
+        when ``with_cocs=True`` (evaluation and inference skip them; mmpose keeps loss apart from predict)."""
+        features, cocs = self.forward_features(images, with_cocs=self.training if with_cocs is None else with_cocs)
         return {"landmarks": self.forward_head(features), "cocs": cocs, "features": features}
 
 
@@ -216,13 +218,16 @@ def build(variant: str, num_landmarks: int, options: dict[str, Any]) -> Hourglas
     return HourglassLandmarkNetwork(num_landmarks, variant, CCDNConfig.from_options(options))
 
 
-@register_model("ccdn")
+EXCITATION_DEFAULTS = {"num_excitations": CCDNConfig.num_excitations}  # P = 4, read by grid and config
+
+
+@register_model("ccdn", has_excitations=True, default_options=EXCITATION_DEFAULTS)
 def ccdn(num_landmarks: int, **options: Any) -> HourglassLandmarkNetwork:
     """CCDN: CTM with first- and second-order squeezes + COCS at T, T−1, G."""
     return build("ccdn", num_landmarks, options)
 
 
-@register_model("fcdn")
+@register_model("fcdn", has_excitations=True, default_options=EXCITATION_DEFAULTS)
 def fcdn(num_landmarks: int, **options: Any) -> HourglassLandmarkNetwork:
     """FCDN: CCDN with first-order statistics only (no GCP, no second-order gates)."""
     return build("fcdn", num_landmarks, options)

@@ -3,7 +3,7 @@
 Everything here reads per-run outputs of ``ccdn evaluate`` through the experiment grid
 (``ccdn.grid``) and never queries MLflow, so a table can always be rebuilt from ``runs/``.
 This module holds what every report module shares: the error type, the synthetic-data mark,
-atomic writes and the readers of a run's evaluation files (each failing with the file and the
+and the readers of a run's evaluation files (each failing with the file and the
 Snakemake target that makes it).
 
 Modules: ``reference`` (the paper's numbers), ``tables`` (Tables 2-7), ``figures`` (Figs. 5, 7, 8),
@@ -13,8 +13,6 @@ Modules: ``reference`` (the paper's numbers), ``tables`` (Tables 2-7), ``figures
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ccdn.cli import CCDNError
+from ccdn.errors import CCDNError
 
 SYNTHETIC_MARK = "synthetic data — not a reproduction"
 
@@ -38,39 +36,6 @@ NORMALISER_NAMES: dict[str, str] = {
 
 class ReportError(CCDNError):
     """Bad or missing report input; the message names the file and how to make or fix it."""
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write ``text`` so that readers never see a half-written file (temporary name, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def temporary_sibling(path: Path) -> Path:
-    """An empty temporary file next to ``path`` with normal permissions (for writers that take a name)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, _file_mode())
-    return Path(tmp)
-
-
-def _file_mode() -> int:
-    """The mode a plain ``open()`` would give (mkstemp makes 0600 files, too strict for shared results)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def is_synthetic(grid: Any, metrics: Iterable[dict] = ()) -> bool:

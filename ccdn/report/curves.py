@@ -22,7 +22,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from ccdn.report import NORMALISER_NAMES, SYNTHETIC_MARK, ReportError, atomic_write_text, is_synthetic  # noqa: E402
+from ccdn.io import write_text  # noqa: E402
+from ccdn.report import NORMALISER_NAMES, SYNTHETIC_MARK, ReportError, is_synthetic  # noqa: E402
 from ccdn.report.compute import load_history  # noqa: E402
 from ccdn.report.figures import save_figure  # noqa: E402
 from ccdn.report.tables import is_reference_model  # noqa: E402
@@ -80,7 +81,7 @@ def write_learning_curves(grid: Any, out_dir: Path | str, metrics_dir: Path | st
     """Draw ``learning_curves.{png,pdf}`` (one panel per training set) and write their data as CSV."""
     data = learning_table(grid)
     png, pdf, csv = learning_paths(out_dir, metrics_dir)
-    atomic_write_text(csv, curves_csv(data))
+    write_text(csv, curves_csv(data))
     trains = list(dict.fromkeys(data["train"]))
     sns.set_theme(style="whitegrid", context="paper")
     fig, axes = plt.subplots(1, len(trains), figsize=(4.2 * len(trains), 3.6), squeeze=False)

@@ -10,7 +10,6 @@ the errors when the runs are worse (synthetic smoke runs), so the curves never l
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,14 +23,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from ccdn.io import atomic_path, write_text
 from ccdn.report import (  # noqa: E402
     NORMALISER_NAMES,
     SYNTHETIC_MARK,
     ReportError,
-    atomic_write_text,
     is_synthetic,
     load_npz,
-    temporary_sibling,
 )
 from ccdn.report.faces import npz_flag, prepared_root, subset_errors  # noqa: E402
 from ccdn.report.tables import DEFAULT_GAMMAS, is_reference_model  # noqa: E402
@@ -142,7 +140,7 @@ def write_ced_figure(grid: Any, spec: CedFigure, out_dir: Path, metrics_dir: Pat
     data = ced_table(curves, _x_max(spec, curves))
     wide = data.groupby(["nme", "method"], sort=False)["proportion"].mean().unstack("method")
     wide = wide[list(dict.fromkeys(data["method"]))].reset_index()
-    csv_path = atomic_write_text(metrics_dir / f"ced_{spec.name}.csv", wide.to_csv(index=False, float_format="%.6g"))
+    csv_path = write_text(metrics_dir / f"ced_{spec.name}.csv", wide.to_csv(index=False, float_format="%.6g"))
 
     sns.set_theme(style="whitegrid", context="paper")
     fig, ax = plt.subplots(figsize=(5.0, 4.0))
@@ -177,13 +175,8 @@ STABLE_METADATA: dict[str, dict[str, Any]] = {
 def save_figure(fig: Any, path: Path) -> Path:
     """Save atomically (temporary name, then rename) with byte-stable metadata (``STABLE_METADATA``)."""
     fmt = path.suffix.lstrip(".")
-    tmp = temporary_sibling(path)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format=fmt, dpi=150, metadata=STABLE_METADATA.get(fmt))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -28,7 +28,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from ccdn.report import NORMALISER_NAMES, SYNTHETIC_MARK, ReportError, atomic_write_text, load_npz  # noqa: E402
+from ccdn.io import write_text  # noqa: E402
+from ccdn.report import NORMALISER_NAMES, SYNTHETIC_MARK, ReportError, load_npz  # noqa: E402
 from ccdn.report.figures import save_figure  # noqa: E402
 from ccdn.report.tables import is_reference_model  # noqa: E402
 
@@ -150,13 +151,13 @@ def write_occlusion(grid: Any, tables_dir: Path | str, figures_dir: Path | str, 
     summary, curves = occlusion_frames(grid)
     synthetic = bool(getattr(grid, "synthetic", False)) if synthetic is None else synthetic
     md, csv, png, pdf, data = occlusion_paths(tables_dir, figures_dir, metrics_dir)
-    atomic_write_text(md, render_markdown(summary, synthetic))
+    write_text(md, render_markdown(summary, synthetic))
     mark = f"# {SYNTHETIC_MARK}\n" if synthetic else ""
-    atomic_write_text(csv, mark + summary.to_csv(index=False, float_format="%.4f"))
+    write_text(csv, mark + summary.to_csv(index=False, float_format="%.4f"))
     curves["column"] = curves["method"] + " (" + curves["dataset"] + ")"
     wide = curves.pivot_table(index="occluded_pct", columns="column", values="nme", sort=False)
     wide = wide[list(dict.fromkeys(curves["column"]))].sort_index()
-    atomic_write_text(data, wide.reset_index().to_csv(index=False, float_format="%.6g"))
+    write_text(data, wide.reset_index().to_csv(index=False, float_format="%.6g"))
     _figure(curves, synthetic, png, pdf)
     return [md, csv, png, pdf, data]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ccdn.data.formats.common import write_bytes_atomic
+from ccdn.io import write_bytes
 
 __all__ = ["draw_overlay", "save_overlay"]
 
@@ -38,5 +38,5 @@ def save_overlay(path: Path, image: np.ndarray, boxes: Sequence[np.ndarray], lan
     """Write the overlay as a PNG (atomically) and return its path."""
     buffer = io.BytesIO()
     draw_overlay(image, boxes, landmarks).save(buffer, format="PNG")
-    write_bytes_atomic(Path(path), buffer.getvalue())
+    write_bytes(Path(path), buffer.getvalue())
     return Path(path)

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ccdn.report import SYNTHETIC_MARK, atomic_write_text, is_synthetic
+from ccdn.io import write_text
+from ccdn.report import SYNTHETIC_MARK, is_synthetic
 from ccdn.report.analysis import analyse, load_claims
 from ccdn.report.compute import format_seconds, total
 from ccdn.report.curves import LEARNING_STEM, learning_paths
@@ -192,4 +193,4 @@ def write_readme(grid: Any, out_path: Path | str, config_path: str = "config/con
                  workflow_dir: Path | str = Path("workflow"), claims: Any = None) -> Path:
     """Write ``results/README.md`` (atomically)."""
     out_path = Path(out_path)
-    return atomic_write_text(out_path, render_readme(grid, out_path, config_path, Path(workflow_dir), claims))
+    return write_text(out_path, render_readme(grid, out_path, config_path, Path(workflow_dir), claims))

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ccdn.report import atomic_write_text
+from ccdn.io import write_text
 from ccdn.report.analysis import analyse, load_claims
 from ccdn.report.compute import format_seconds, total
 from ccdn.report.reference import PaperReference, load_reference
@@ -228,7 +228,7 @@ def write_table(grid: Any, number: int, out_dir: Path | str, reference: PaperRef
         print(f"table {number}: note: {note}", file=sys.stderr)
     out_dir = Path(out_dir)
     renderers = {"md": render_markdown, "csv": render_csv, "tex": render_latex}
-    return [atomic_write_text(out_dir / f"{result.spec.slug}.{ext}", render(result))
+    return [write_text(out_dir / f"{result.spec.slug}.{ext}", render(result))
             for ext, render in renderers.items()]
 
 

@@ -12,7 +12,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ccdn.report import SYNTHETIC_MARK, ReportError, atomic_write_text
+from ccdn.io import write_text
+from ccdn.report import SYNTHETIC_MARK, ReportError
 
 __all__ = ["data_label", "metrics_rows", "render_rows_markdown", "write_metrics_rows"]
 
@@ -69,4 +70,4 @@ def write_metrics_rows(paths: Iterable[Path], out: Path) -> Path:
             rows.extend(metrics_rows(json.loads(Path(path).read_text(encoding="utf-8"))))
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
             raise ReportError(f"{path}: not a readable metrics.json ({exc}); re-run `ccdn evaluate`") from exc
-    return atomic_write_text(out, render_rows_markdown(rows))
+    return write_text(out, render_rows_markdown(rows))

@@ -17,7 +17,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ccdn.report import METRIC_KEYS, atomic_write_text, is_synthetic, load_metrics
+from ccdn.io import write_text
+from ccdn.report import METRIC_KEYS, is_synthetic, load_metrics
 from ccdn.report.tables import DEFAULT_EXCITATIONS, DEFAULT_GAMMAS, TABLE_SPECS, build_table
 
 # The normalisers each dataset is reported with in the paper (Section 4.1).
@@ -48,7 +49,7 @@ def build_summary(grid: Any) -> dict[str, float | bool]:
 
 def write_summary(grid: Any, out_path: Path | str) -> Path:
     """Write ``build_summary`` to ``out_path`` (atomically)."""
-    return atomic_write_text(Path(out_path), json.dumps(build_summary(grid), indent=1) + "\n")
+    return write_text(Path(out_path), json.dumps(build_summary(grid), indent=1) + "\n")
 
 
 MAIN_ROW_KEYS = {"method": ("method", "ccdn"), "gammas": ("gammas", DEFAULT_GAMMAS),
@@ -82,7 +83,7 @@ def write_headline(grid: Any, out_dir: Path | str) -> list[Path]:
     """Write one JSON per headline column into ``out_dir`` and remove stale ones; returns the paths."""
     out_dir = Path(out_dir)
     headline = build_headline(grid)
-    paths = [atomic_write_text(out_dir / f"{stem}.json", json.dumps(numbers, indent=1) + "\n")
+    paths = [write_text(out_dir / f"{stem}.json", json.dumps(numbers, indent=1) + "\n")
              for stem, numbers in headline.items()]
     for old in out_dir.glob("*.json"):
         if old not in paths:

@@ -24,7 +24,6 @@ from torch.utils.data import DataLoader
 from ccdn import checkpoint as ckpt
 from ccdn.config import (
     ConfigError,
-    atomic_write_text,
     config_hash,
     default_run_name,
     flatten_config,
@@ -37,6 +36,8 @@ from ccdn.distributed import (
 )
 from ccdn.global_batch import sync_batchnorm
 from ccdn.data.crop import to_original
+from ccdn.errors import NonFiniteLossError
+from ccdn.io import write_text
 from ccdn.training.data import (
     EpochShardSampler,
     build_data,
@@ -47,10 +48,6 @@ from ccdn.training.determinism import seed_everything
 
 CHECKPOINT_FORMAT = 1
 STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the message names the step and the last good checkpoint."""
 
 
 class TrainingInterrupted(RuntimeError):
@@ -349,7 +346,7 @@ class Trainer:
         }
         self.history.append(record)
         if self.info.is_main:
-            atomic_write_text(self.run_dir / "history.json", json.dumps(self.history, indent=2) + "\n")
+            write_text(self.run_dir / "history.json", json.dumps(self.history, indent=2) + "\n")
         loss = record.get("loss_total", float("nan"))
         self._log(f"epoch {self.epoch}/{self.config['optim']['epochs']}: loss {loss:.4g}"
                   f"  val NME ({self.val_norm}, {record['val_subset']}) {val_nme:.3f}%  lr {record['lr']:.3g}"
@@ -362,7 +359,7 @@ class Trainer:
                   "val_norm": self.val_norm, "val_subset": self.config["data"]["val_subset"]}
         self.history.append(record)
         if self.info.is_main:
-            atomic_write_text(self.run_dir / "history.json", json.dumps(self.history, indent=2) + "\n")
+            write_text(self.run_dir / "history.json", json.dumps(self.history, indent=2) + "\n")
         if self.tracker is not None:
             self.tracker.log_metrics({f"val/nme_{self.val_norm}": record["val_nme"]}, step=0)
 
@@ -409,7 +406,7 @@ class Trainer:
             done = {"epochs": self.epoch, "global_step": self.global_step, "config_hash": config_hash(self.config),
                     "world_size": self.info.world_size,
                     "final_val_nme": self.history[-1]["val_nme"] if self.history else None}
-            atomic_write_text(self.run_dir / "DONE", json.dumps(done) + "\n")
+            write_text(self.run_dir / "DONE", json.dumps(done) + "\n")
         barrier(self.info)
 
     # ------------------------------------------------------------------------------------- misc

@@ -7,7 +7,6 @@ parsers consistent.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -24,8 +23,6 @@ __all__ = [
     "load_image",
     "box_from_xywh_one_based",
     "to_rgb_array",
-    "write_text_atomic",
-    "write_bytes_atomic",
     "MAX_LISTED",
     "list_paths",
 ]
@@ -126,17 +123,3 @@ def box_from_xywh_one_based(xywh: np.ndarray) -> np.ndarray:
     return np.array([x - 1.0, y - 1.0, x - 1.0 + w, y - 1.0 + h], dtype=np.float64)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary name, so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8", newline="\n")
-    os.replace(tmp, path)
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Binary twin of :func:`write_text_atomic`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

@@ -16,7 +16,6 @@ the bytes.
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,8 @@ import h5py
 import numpy as np
 import scipy.io
 
-from ccdn.data.formats.common import format_error, write_bytes_atomic
+from ccdn.data.formats.common import format_error
+from ccdn.io import atomic_path, write_bytes
 
 __all__ = ["load_mat", "is_hdf5_mat", "save_mat_v5", "save_mat_v73", "as_matrix", "as_string", "MAT_HEADER_DATE"]
 
@@ -146,7 +146,7 @@ def save_mat_v5(path: Path, variables: dict[str, Any]) -> None:
     scipy.io.savemat(buffer, variables, format="5", oned_as="row", do_compression=False)
     data = bytearray(buffer.getvalue())
     data[:116] = _header_text("5.0")
-    write_bytes_atomic(Path(path), bytes(data))
+    write_bytes(Path(path), bytes(data))
 
 
 _COMPRESS_FROM = 4096  # bytes; small arrays stay contiguous
@@ -166,18 +166,15 @@ def save_mat_v73(path: Path, variables: dict[str, np.ndarray]) -> None:
     array is written as a cell array whose elements live in ``#refs#`` and are referenced by object
     references, so :func:`load_mat` (and any h5py reader of real COFW files) parses it unchanged.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with h5py.File(tmp, "w", userblock_size=512, libver="earliest") as handle:
-        refs = handle.create_group("#refs#")
-        counter = [0]
-        for name, value in variables.items():
-            _write_h5_variable(handle, refs, handle, name, value, counter)
-    header = _header_text("7.3", " HDF5 schema 1.00 .") + b"\x00" * 8 + b"\x00\x02" + b"IM"
-    with open(tmp, "r+b") as raw:
-        raw.write(header.ljust(512, b"\x00"))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w", userblock_size=512, libver="earliest") as handle:
+            refs = handle.create_group("#refs#")
+            counter = [0]
+            for name, value in variables.items():
+                _write_h5_variable(handle, refs, handle, name, value, counter)
+        header = _header_text("7.3", " HDF5 schema 1.00 .") + b"\x00" * 8 + b"\x00\x02" + b"IM"
+        with open(tmp, "r+b") as raw:
+            raw.write(header.ljust(512, b"\x00"))
 
 
 def _ref_name(index: int) -> str:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ccdn.data.formats.common import format_error, write_text_atomic
+from ccdn.data.formats.common import format_error
+from ccdn.io import write_text
 
 __all__ = ["read_pts", "write_pts", "PTS_FIX"]
 
@@ -97,4 +98,4 @@ def write_pts(path: Path, landmarks: np.ndarray) -> None:
     """Write 0-based ``(L, 2)`` landmarks as an iBUG ``.pts`` file (1-based, three decimals)."""
     points = np.asarray(landmarks, dtype=np.float64) + 1.0
     body = "\n".join(f"{x:.3f} {y:.3f}" for x, y in points)
-    write_text_atomic(Path(path), f"version: 1\nn_points:  {len(points)}\n{{\n{body}\n}}\n")
+    write_text(Path(path), f"version: 1\nn_points:  {len(points)}\n{{\n{body}\n}}\n")

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ccdn.data.formats.common import check_images, format_error, write_text_atomic
+from ccdn.data.formats.common import check_images, format_error
+from ccdn.io import write_text
 from ccdn.data.records import RawFace
 
 __all__ = [
@@ -188,8 +189,8 @@ def write_lists(
 ) -> None:
     """Write the train/test ``rect_attr`` lists and the test subset lists (atomically, one by one)."""
     root = Path(raw_root)
-    write_text_atomic(list_path(root, "train"), "".join(f"{line}\n" for line in train_lines))
-    write_text_atomic(list_path(root, "test"), "".join(f"{line}\n" for line in test_lines))
-    write_text_atomic(root / SUBSET_DIR / FULL_TEST_LIST, "".join(f"{line}\n" for line in full_test_lines))
+    write_text(list_path(root, "train"), "".join(f"{line}\n" for line in train_lines))
+    write_text(list_path(root, "test"), "".join(f"{line}\n" for line in test_lines))
+    write_text(root / SUBSET_DIR / FULL_TEST_LIST, "".join(f"{line}\n" for line in full_test_lines))
     for subset, filename in SUBSET_FILES.items():
-        write_text_atomic(root / SUBSET_DIR / filename, "".join(f"{line}\n" for line in subset_lines.get(subset, [])))
+        write_text(root / SUBSET_DIR / filename, "".join(f"{line}\n" for line in subset_lines.get(subset, [])))
