@@ -15,7 +15,7 @@ from ccdn.errors import CCDNError
 COMMANDS: dict[str, str] = {
     "synth": "ccdn.data.synth",
     "fetch": "ccdn.data.fetch",
-    "prepare": "ccdn.data.prepare",
+    "prepare": "ccdn.data.prepare_cli",
     "train": "ccdn.train",
     "evaluate": "ccdn.evaluate",
     "predict": "ccdn.predict",

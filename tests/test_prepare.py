@@ -18,14 +18,13 @@ from ccdn.data.errors import DataFormatError
 from ccdn.data.prepare import (
     CacheMismatchError,
     PrepareSettings,
-    add_parser,
     build_split_arrays,
     cache_to_original,
     check_counts,
     crop_face,
     prepare_dataset,
-    run,
 )
+from ccdn.data.prepare_cli import add_parser, run
 from ccdn.data.records import RawFace
 from ccdn.errors import CCDNError
 

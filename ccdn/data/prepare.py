@@ -11,12 +11,10 @@ and the code version; a matching cache is reused, a different one is refused unl
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
 import sys
-import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
@@ -44,8 +42,6 @@ __all__ = [
     "input_fingerprint",
     "square_box",
     "crop_face",
-    "add_parser",
-    "run",
 ]
 
 
@@ -412,56 +408,3 @@ def _as_rgb(image: np.ndarray, face: RawFace) -> np.ndarray:
     if image.shape[2] == 1:
         image = np.repeat(image, 3, axis=2)
     return np.ascontiguousarray(image.astype(np.uint8, copy=False))
-
-
-# ---------------------------------------------------------------------------------------------- CLI
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "prepare",
-        help="crop a raw dataset into the per-split cache",
-        description="Crop every face of data/raw/DATASET into data/prepared/DATASET/<split>.npz "
-        "(DATASET custom: a folder of your own annotated faces; docs/data.md, 'Your own data').",
-    )
-    parser.add_argument("dataset", choices=[*sorted(DATASETS), "custom"], help="dataset name, or custom")
-    parser.add_argument("--raw", type=Path, default=None, help="raw root (default data/raw/DATASET)")
-    parser.add_argument("--out", type=Path, default=None, help="cache directory (default data/prepared/DATASET)")
-    parser.add_argument("--force", action="store_true", help="rebuild a cache made from other inputs/settings")
-    from ccdn.data.custom import add_own_data_arguments
-
-    add_own_data_arguments(parser)
-    parser.add_argument(
-        "settings",
-        nargs="*",
-        metavar="key=value",
-        help=f"prepare settings ({', '.join(f.name for f in fields(PrepareSettings))})",
-    )
-    parser.set_defaults(func=run)
-    parser.parse_known_args = types.MethodType(_parse_known_intermixed, parser)
-
-
-def _parse_known_intermixed(self: argparse.ArgumentParser, args=None, namespace=None):
-    """Let ``key=value`` settings follow ``--raw``/``--out``: plain argparse ends the positionals at
-    the first option after DATASET (bpo-15112), so this sub-parser parses intermixed."""
-    if getattr(self, "_in_intermixed", False):
-        return argparse.ArgumentParser.parse_known_args(self, args, namespace)
-    self._in_intermixed = True
-    try:
-        return self.parse_known_intermixed_args(args, namespace)
-    finally:
-        self._in_intermixed = False
-
-
-def run(args: argparse.Namespace) -> int:
-    from ccdn.data.custom import run_custom
-
-    if run_custom(args, PrepareSettings.from_mapping(parse_overrides(args.settings))):
-        return 0
-    raw = args.raw or Path("data/raw") / args.dataset
-    out = args.out or Path("data/prepared") / args.dataset
-    settings = PrepareSettings.from_mapping(parse_overrides(args.settings))
-    paths = prepare_dataset(args.dataset, raw, out, settings, force=args.force, partial=args.partial)
-    for split, path in sorted(paths.items()):
-        print(f"{split}: {path}")
-    return 0
