@@ -213,12 +213,21 @@ def config_hash(config: Mapping[str, Any], length: int = 12) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:length]
 
 
+def excitations_of(model_name: str, options: Mapping[str, Any]) -> int | None:
+    """P of a model with these options: ``num_excitations`` or the model's registered default;
+    ``None`` for models without excitation blocks (registry metadata ``has_excitations``)."""
+    from ccdn.models import is_model, model_info
+
+    if not is_model(model_name) or not model_info(model_name).has_excitations:
+        return None
+    return int(options.get("num_excitations", model_info(model_name).default_options["num_excitations"]))
+
+
 def variant_name(config: Mapping[str, Any]) -> str:
     """What distinguishes runs of one model on one dataset: P and the gammas for CTM/COCS models."""
-    model = config["model"]
     gammas = "_".join(_short_number(g) for g in config["loss"]["gammas"])
-    if model["name"] in ("ccdn", "fcdn"):
-        p = model["options"].get("num_excitations", 4)
+    p = excitations_of(str(config["model"]["name"]), config["model"]["options"])
+    if p is not None:
         return f"p{p}-g{gammas}"
     return str(config["loss"]["coord"])
 

@@ -147,6 +147,9 @@ def test_train_overrides_order_and_quoting(default_mapping: dict) -> None:
         (lambda m: m["experiments"][3].update(overrides={"model.options.num_excitations": 2, "loss.gamas": [1]}),
          "experiments[3] (baseline-aflw)"),
         (lambda m: m.update(base_config="nowhere/default.yaml"), "base_config nowhere/default.yaml not found"),
+        (lambda m: m["experiments"][0].update(model="cdnn"), "model 'cdnn' is not registered; registered models:"),
+        # the allowed names come from the dataset table (ccdn.data.schemes.DATASETS), not the schema file
+        (lambda m: m["experiments"][0].update(evaluate=["300W"]), "'300W' is not one of ['300w', 'cofw68', 'aflw', 'wflw']"),
     ],
 )
 def test_bad_config_names_the_key(default_mapping: dict, mutate, needle: str) -> None:

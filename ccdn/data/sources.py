@@ -16,9 +16,10 @@ from typing import Any
 import yaml
 
 from ccdn.data.errors import DataFormatError
+from ccdn.data.schemes import DATASETS as DATASET_TABLE
 
 MANIFEST_DIR = Path(__file__).with_name("manifests")
-DATASETS: tuple[str, ...] = ("300w", "cofw68", "aflw", "wflw")
+DATASETS: tuple[str, ...] = tuple(DATASET_TABLE)  # the one dataset table (ccdn.data.schemes)
 METHODS: tuple[str, ...] = ("http", "gdrive", "manual")
 ARCHIVE_KINDS: tuple[str, ...] = ("zip", "tar", "none")
 

@@ -30,8 +30,6 @@ from ccdn.grid.load import (
 from ccdn.grid.model import (
     DATASETS,
     FIGURES,
-    MODELS_WITH_EXCITATIONS,
-    PAPER_NUM_EXCITATIONS,
     TABLE_DATASETS,
     TABLE_EXTENSIONS,
     TABLES,
@@ -48,8 +46,6 @@ from ccdn.grid.schema import load_schema, schema_path, validate_config
 __all__ = [
     "DATASETS",
     "FIGURES",
-    "MODELS_WITH_EXCITATIONS",
-    "PAPER_NUM_EXCITATIONS",
     "TABLE_DATASETS",
     "TABLE_EXTENSIONS",
     "TABLES",

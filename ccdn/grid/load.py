@@ -10,12 +10,10 @@ from typing import Any
 
 import yaml
 
-from ccdn.config import ConfigError, load_config
+from ccdn.config import ConfigError, excitations_of, load_config
 from ccdn.grid.model import (
     DEFAULT_BASE_CONFIG,
     DEFAULT_PATHS,
-    MODELS_WITH_EXCITATIONS,
-    PAPER_NUM_EXCITATIONS,
     RUN_NAME_RE,
     TABLE_DATASETS,
     TEST_ONLY_DATASETS,
@@ -26,6 +24,7 @@ from ccdn.grid.model import (
     as_overrides,
 )
 from ccdn.grid.schema import validate_config
+from ccdn.models import is_model, list_models
 
 
 def load_grid(
@@ -101,6 +100,8 @@ def _check_experiments(experiments: list[Experiment], datasets: Mapping[str, Any
                 problems.append(
                     f"{where}: dataset {name!r} is not under `datasets:`; add it there (source: synth|fetch)"
                 )
+        if not is_model(e.model):
+            problems.append(f"{where}: model {e.model!r} is not registered; registered models: {', '.join(list_models())}")
         if e.train in TEST_ONLY_DATASETS:
             problems.append(f"{where}: train: {e.train} has no training split; train on 300w and evaluate on {e.train}")
         for table in e.tables:
@@ -123,9 +124,7 @@ def _build_experiment(
 ) -> Experiment:
     overrides = dict(raw.get("overrides", {}))
     resolved = resolve_training_config(base_config, [*as_overrides(recipe), *as_overrides(overrides)], root, where)
-    num_excitations = None
-    if raw["model"] in MODELS_WITH_EXCITATIONS:
-        num_excitations = int(resolved["model"]["options"].get("num_excitations", PAPER_NUM_EXCITATIONS))
+    num_excitations = excitations_of(raw["model"], resolved["model"]["options"])
     return Experiment(
         id=raw["id"],
         label=raw["label"],

@@ -13,9 +13,11 @@ from typing import Any
 import yaml
 
 from ccdn.config import ConfigError
+from ccdn.data.schemes import DATASETS as DATASET_TABLE
 
-DATASETS: tuple[str, ...] = ("300w", "cofw68", "aflw", "wflw")
-TEST_ONLY_DATASETS: frozenset[str] = frozenset({"cofw68"})  # COFW-68 is evaluated with the 300W model
+DATASETS: tuple[str, ...] = tuple(DATASET_TABLE)  # from the one dataset table (ccdn.data.schemes)
+# Datasets without a training split (COFW-68 is evaluated with the 300W model).
+TEST_ONLY_DATASETS: frozenset[str] = frozenset(n for n, info in DATASET_TABLE.items() if "train" not in info.subsets)
 
 # Output file stems of `ccdn report table N` (each written as .md, .csv and .tex) and the test
 # dataset(s) each table reads; an experiment listing a table must evaluate one of them.
@@ -56,9 +58,6 @@ FIGURES: dict[str, FigureSpec] = {
     "fig8": FigureSpec("fig8_activation_maps", (".png",), "table7", "300w", num_excitations=(2, 4), ced=False),
 }
 
-# Models built from excitation blocks (P is meaningful); every other model's num_excitations is None.
-MODELS_WITH_EXCITATIONS: frozenset[str] = frozenset({"ccdn", "fcdn"})
-PAPER_NUM_EXCITATIONS = 4
 DEFAULT_PATHS: dict[str, str] = {"raw": "data/raw", "prepared": "data/prepared", "runs": "runs", "results": "results"}
 DEFAULT_BASE_CONFIG = "ccdn/configs/default.yaml"
 

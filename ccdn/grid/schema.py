@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from ccdn.grid.model import GridError
+from ccdn.grid.model import DATASETS, GridError
 
 SCHEMA_RELATIVE = Path("workflow/schemas/config.schema.yaml")
 
@@ -27,7 +27,10 @@ def schema_path() -> Path:
 
 
 def load_schema() -> dict[str, Any]:
-    return yaml.safe_load(schema_path().read_text(encoding="utf-8"))
+    """The schema, with the dataset names filled in from the dataset table (written once)."""
+    schema = yaml.safe_load(schema_path().read_text(encoding="utf-8"))
+    schema.setdefault("$defs", {}).setdefault("dataset", {})["enum"] = list(DATASETS)
+    return schema
 
 
 def validate_config(config: Mapping[str, Any], *, source: str = "<config>") -> None:

@@ -19,10 +19,11 @@ from ccdn.data.formats.common import check_images, format_error, load_image
 from ccdn.data.formats.dlib_xml import read_dlib_xml
 from ccdn.data.formats.w300 import read_pts
 from ccdn.data.records import RawFace
+from ccdn.data.schemes import DATASETS
 
 __all__ = ["DATASET_NAMES", "read_dataset", "read_pts", "read_dlib_xml", "load_image", "check_images", "format_error"]
 
-DATASET_NAMES = ("300w", "cofw68", "aflw", "wflw")
+DATASET_NAMES = tuple(DATASETS)  # the one dataset table (ccdn.data.schemes)
 
 _READERS: dict[str, Callable[..., dict[str, list[RawFace]]]] = {
     "300w": w300.read_300w,
