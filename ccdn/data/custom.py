@@ -26,8 +26,8 @@ from ccdn.data.formats.folder import AnnotatedFolder, read_annotated_folder
 from ccdn.data.prepare import (
     CACHE_FORMAT_VERSION,
     PrepareSettings,
-    _check_existing,
-    _read_synthetic,
+    reusable_caches,
+    read_synthetic_marker,
     build_split_arrays,
     input_fingerprint,
 )
@@ -93,11 +93,11 @@ def prepare_custom(
         raise CCDNError(f"{raw_root}: folder not found; pass --raw DIR, the folder of your images and annotations")
     fingerprint = _custom_fingerprint(name, scheme, raw_root, boxes, train_fraction, settings)
     splits = ("train", "test") if train_fraction > 0 else ("test",)
-    reusable = _check_existing(out_root, splits, fingerprint, force)
+    reusable = reusable_caches(out_root, splits, fingerprint, force)
     if len(reusable) == len(splits):
         print(f"prepare custom: cache in {out_root} is up to date; nothing to do", file=sys.stderr)
         return reusable
-    synthetic = _read_synthetic(raw_root)  # a `ccdn synth` folder stays labelled synthetic
+    synthetic = read_synthetic_marker(raw_root)  # a `ccdn synth` folder stays labelled synthetic
     folder = read_annotated_folder(raw_root, get_scheme(scheme).num_points, boxes)
     faces_by_split = split_faces(folder.faces, train_fraction)
     arrays_by_split = {

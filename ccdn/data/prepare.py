@@ -40,6 +40,9 @@ __all__ = [
     "prepare_dataset",
     "parse_overrides",
     "input_fingerprint",
+    "reusable_caches",
+    "read_synthetic_marker",
+    "build_split_arrays",
     "square_box",
     "crop_face",
 ]
@@ -220,12 +223,12 @@ def prepare_dataset(
     fingerprint = _fingerprint(name, settings, input_fingerprint(raw_root, settings.fingerprint))
     if partial:
         fingerprint["partial"] = True
-    reusable = _check_existing(out_root, info.splits, fingerprint, force)
+    reusable = reusable_caches(out_root, info.splits, fingerprint, force)
     if len(reusable) == len(info.splits):
         print(f"prepare {name}: cache in {out_root} is up to date; nothing to do", file=sys.stderr)
         return reusable
 
-    synthetic = _read_synthetic(raw_root)
+    synthetic = read_synthetic_marker(raw_root)
     counts_of_release = None
     if partial:
         from ccdn.data.completeness import read_partial
@@ -266,7 +269,7 @@ def _split_meta(name, split, arrays, settings, fingerprint, synthetic, raw_root)
     }
 
 
-def _check_existing(out_root: Path, splits: Sequence[str], fingerprint: dict, force: bool) -> dict[str, Path]:
+def reusable_caches(out_root: Path, splits: Sequence[str], fingerprint: dict, force: bool) -> dict[str, Path]:
     """Caches that match ``fingerprint``; refuse (unless ``force``) when one exists and differs."""
     reusable: dict[str, Path] = {}
     for split in splits:
@@ -285,7 +288,8 @@ def _check_existing(out_root: Path, splits: Sequence[str], fingerprint: dict, fo
     return {} if force else reusable
 
 
-def _read_synthetic(raw_root: Path) -> dict | None:
+def read_synthetic_marker(raw_root: Path) -> dict | None:
+    """``SYNTHETIC.json`` of a ``ccdn synth`` raw root (``None`` for real data); a bad marker is an error."""
     marker = raw_root / "SYNTHETIC.json"
     if not marker.exists():
         return None
