@@ -11,6 +11,8 @@ import io
 import json
 import math
 import os
+import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -707,10 +709,16 @@ def test_every_report_output_is_byte_identical_when_rebuilt(grid, tmp_path):
         write_occlusion(grid, out / "tables", out / "figures", out / "metrics")
         write_headline(grid, out / "metrics" / "headline")
         write_summary(grid, out / "metrics" / "summary.json")
+        write_readme(grid, out / "README.md", "config/config.yaml", tmp_path / "no-workflow")
         return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
 
-    first = build(tmp_path / "a")
-    second = build(tmp_path / "b")
+    results = grid.results_dir
+    first = build(results)
+    readme = (results / "README.md").read_text()
+    links = re.findall(r"\]\(([^)]+)\)", readme)
+    assert len(links) > 30 and [link for link in links if not (results / link).exists()] == []  # all there
+    shutil.rmtree(results)
+    second = build(results)
     assert first.keys() == second.keys() and len(first) > 25
     assert [name for name in first if first[name] != second[name]] == []
     pdf = first["figures/fig5_ced_300w_challenging.pdf"]
@@ -776,3 +784,27 @@ def test_occlusion_without_flags_says_so_instead_of_failing(grid, tmp_path):
 
     paths = write_occlusion(grid, tmp_path / "t", tmp_path / "f", tmp_path / "m")  # no prepared splits
     assert NO_FLAGS in paths[0].read_text() and paths[2].stat().st_size > 1000
+
+
+def test_claim_intervals_cover_seeds_as_well_as_faces():
+    from ccdn.report.analysis import hull, seed_difference_interval
+    from ccdn.report.stats import Interval
+    from ccdn.report.tables import Cell
+
+    a = Cell(values=[1.0, 3.0], runs=["a-s0", "a-s1"])
+    b = Cell(values=[2.0, 2.0], runs=["b-s0", "b-s1"])
+    seeds = seed_difference_interval(a, b)  # differences -1, +1: mean 0, sem 1, t(0.975, 1) = 12.706
+    assert (seeds.low, seeds.high) == (pytest.approx(-12.706, abs=1e-3), pytest.approx(12.706, abs=1e-3))
+    assert hull(Interval(-0.5, -0.1), seeds) == Interval(seeds.low, seeds.high)  # faces alone would say "below 0"
+    assert seed_difference_interval(Cell(values=[1.0], runs=["a-s0"]), Cell(values=[2.0], runs=["b-s0"])) is None
+    assert seed_difference_interval(a, Cell(values=[2.0, 2.0], runs=["b-s0", "b-s2"])) is None  # other seeds
+
+
+def test_readme_lists_only_what_the_grid_makes(grid, tmp_path):
+    grid.tables = ["table2", "table3"]  # as ccdn.grid reports them
+    grid.figures = ["fig5"]
+    text = write_readme(grid, tmp_path / "README.md", "config/config.yaml", tmp_path / "none").read_text()
+    assert "[table2_300w.md]" in text and "[table4_aflw.md]" not in text
+    assert "fig5_ced_300w_challenging" in text and "fig7_ced_aflw_full" not in text and "fig8" not in text
+    assert "learning_curves.png" in text and "occlusion.md" in text
+    assert text.index("## Summary") < text.index("## Outputs")  # the summary opens the README

@@ -75,10 +75,14 @@ def products(grid: Any, config_path: str, workflow_dir: Path) -> list[Product]:
     tables_dir, figures_dir, metrics_dir = results / "tables", results / "figures", results / "metrics"
     items = []
     for number, spec in TABLE_SPECS.items():
+        if not made(grid, f"table{number}"):
+            continue
         items.append(Product(f"Table {number}", spec.title.split(": ", 1)[1], table_paths(tables_dir, number),
                              f"ccdn report table {number} --config {config_path} --out {tables_dir}",
                              find_rule(workflow_dir, "report table", (f"report table {number}", spec.slug))))
     for name in FIGURE_ORDER[:-1]:  # the occlusion figure comes with its table (below)
+        if not made(grid, name):
+            continue
         files = (learning_paths(figures_dir, metrics_dir) if name == LEARNING_STEM
                  else figure_paths(name, figures_dir, metrics_dir))
         items.append(Product(_figure_title(name), FIGURE_CAPTIONS[name], files,
@@ -100,6 +104,15 @@ def products(grid: Any, config_path: str, workflow_dir: Path) -> list[Product]:
                          f"ccdn report headline --config {config_path} --out {headline}",
                          find_rule(workflow_dir, "report headline")))
     return items
+
+
+def made(grid: Any, name: str) -> bool:
+    """Whether the grid makes a table ('table3') or paper figure ('fig7'): ``ccdn.grid``'s ``tables`` and
+    ``figures`` say so (a grid object without them makes everything); the other outputs are always made."""
+    listed = getattr(grid, "tables" if name.startswith("table") else "figures", None)
+    if listed is None or not (name.startswith("table") or name in ("fig5", "fig7", "fig8")):
+        return True
+    return name in listed
 
 
 def _figure_title(name: str) -> str:
@@ -173,7 +186,7 @@ def render_readme(grid: Any, out_path: Path, config_path: str = "config/config.y
         out.append(f"| {item.name} | {item.description} | {files} | {rule} | `{item.command}` |")
     out += ["", "## Figures", ""]
     figures_dir = Path(grid.results_dir) / "figures"
-    for name in FIGURE_ORDER:
+    for name in (n for n in FIGURE_ORDER if made(grid, n)):
         png = figures_dir / f"{_figure_stem(name)}.png"
         mark = f" ({SYNTHETIC_MARK})" if synthetic else ""
         caption = f"{_figure_title(name)}: {FIGURE_CAPTIONS[name]}{mark}"
