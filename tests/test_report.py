@@ -808,3 +808,25 @@ def test_readme_lists_only_what_the_grid_makes(grid, tmp_path):
     assert "fig5_ced_300w_challenging" in text and "fig7_ced_aflw_full" not in text and "fig8" not in text
     assert "learning_curves.png" in text and "occlusion.md" in text
     assert text.index("## Summary") < text.index("## Outputs")  # the summary opens the README
+
+
+def test_paper_grid_cost_per_table_counts_each_tables_runs(capsys):
+    """GPU-hours per paper table of config/paper.yaml at one assumed rate for every model."""
+    import argparse as ap
+
+    import torch
+
+    from ccdn.benchmarks.train import grid_cost
+    from ccdn.config import load_config
+    from ccdn.data.schemes import DATASETS
+    from ccdn.grid import load_grid
+
+    rate = 100.0  # images/s on the "GPU" (FLOP-based: TFLOP/s ÷ FLOPs per image)
+    grid_cost(ap.Namespace(grid="config/paper.yaml", assumed_gpu_tflops=1.0), {"ccdn": {"images_per_s": 1.0,
+              "flops": 1e12 / rate}}, torch.device("cpu"))
+    text = capsys.readouterr().out
+    grid, epochs = load_grid("config/paper.yaml"), int(load_config()["optim"]["epochs"])
+    runs = {r.name: r for r, _ in grid.table_evaluations("table4")}
+    hours = sum(DATASETS[r.experiment.train].expected_counts[("train", "full")] for r in runs.values()) \
+        * epochs / rate / 3600
+    assert f"| table4 | {len(runs)} | {hours:,.1f} |" in text

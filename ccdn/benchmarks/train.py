@@ -140,6 +140,11 @@ def grid_cost(args: argparse.Namespace, rows: dict[str, dict], device: torch.dev
              "(bf16, batch 6; a small-batch hourglass is partly launch-bound, so treat it as optimistic)."))
     print()
     table, total_gpu, total_here = [], 0.0, 0.0
+    per_run: dict[str, float] = {}
+    for run in grid.runs:  # GPU-hours of each run, for the per-table view below
+        row = rows.get(run.experiment.model, reference)
+        rate = row["images_per_s"] if measured_gpu else args.assumed_gpu_tflops * 1e12 / row["flops"]
+        per_run[run.name] = DATASETS[run.experiment.train].expected_counts[("train", "full")] * epochs / rate / 3600
     for (model, dataset), count in sorted(runs.items()):
         info = DATASETS[dataset]
         images = info.expected_counts[("train", "full")] * epochs
@@ -154,6 +159,10 @@ def grid_cost(args: argparse.Namespace, rows: dict[str, dict], device: torch.dev
     table.append(["**total**", "", str(sum(runs.values())), "", f"**{total_here:,.0f}**", "", f"**{total_gpu:,.0f}**"])
     _table(["model", "train set", "runs", "images / run", f"hours on this machine ({device.type})", "GPU images/s",
             "GPU-hours"], table)
+    print("\nPer paper table (a run feeding several tables counts in each):\n")
+    _table(["table", "runs", "GPU-hours"],
+           [[t, str(len(names)), f"{sum(per_run[n] for n in names):,.1f}"]
+            for t in grid.tables for names in [sorted({r.name for r, _ in grid.table_evaluations(t)})]])
 
 
 def _median(fn: Callable[[], None], device: torch.device, repeats: int, warmup: int) -> float:
