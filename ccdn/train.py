@@ -10,8 +10,10 @@ Why it is built this way:
 - **One batch definition.** ``optim.batch_size`` is the global batch; with N processes each takes
   every N-th sample of the same global batch, so N processes follow the single-process run (up to
   floating-point summation order and per-process BatchNorm statistics).
-- **Failures are loud and safe.** A NaN/Inf loss raises :class:`NonFiniteLossError` naming the step
-  before anything is written; tracking failures only warn (``ccdn.tracking``).
+- **Failures are loud and safe.** A NaN/Inf loss, non-finite weights after a step or a non-finite
+  validation NME raise :class:`NonFiniteLossError` naming the step and the last finite checkpoint
+  before anything is written; ``--restart-from CKPT optim.lr=...`` is the recorded recovery.
+  Tracking failures only warn (``ccdn.tracking``).
 
 Run directory (Contract 5): ``config.yaml``, ``checkpoints/{last.pt,epoch_XXX.pt}``, ``history.json``,
 ``tracking.json``, and on completion ``model.pt`` then ``DONE``.
@@ -57,6 +59,7 @@ from ccdn.training.determinism import (  # noqa: F401  (re-exported)
     restore_determinism_flags,
     seed_everything,
 )
+from ccdn.training.restart import load_restart_point
 from ccdn.training.loop import (  # noqa: F401  (re-exported)
     NonFiniteLossError,
     Trainer,
@@ -67,16 +70,23 @@ from ccdn.training.loop import (  # noqa: F401  (re-exported)
 
 
 # ------------------------------------------------------------------------------------ run dirs
-def prepare_run_dir(config: dict[str, Any], run_dir: Path) -> bool:
+def prepare_run_dir(config: dict[str, Any], run_dir: Path, *, restart: bool = False) -> bool:
     """Create ``run_dir`` and write ``config.yaml``; refuse a directory holding another recipe.
 
     Returns True when the directory already held this run (it will be resumed or is done). A
     directory with a config but no checkpoint yet (a start that failed early, e.g. on a wrong
-    ``data.root``) is simply taken over.
+    ``data.root``) is simply taken over. With ``restart`` the config may differ (the Trainer checks
+    which keys changed against the checkpoint) but the run must exist and not be finished.
     """
     stored_path = run_dir / "config.yaml"
     existing = stored_path.is_file() and (ckpt.latest_checkpoint(run_dir) is not None or (run_dir / "DONE").is_file())
-    if existing:
+    if restart:
+        if not stored_path.is_file():
+            raise ConfigError(f"--restart-from needs an existing run: {stored_path} does not exist")
+        if (run_dir / "DONE").is_file():
+            raise ConfigError(f"{run_dir} is complete (DONE); restart into a copy: copy the run directory, delete "
+                              "DONE and model.pt in the copy, and pass the copy as --run-dir")
+    elif existing:
         stored = load_config(stored_path)
         if config_hash(stored) != config_hash(config):
             ours, theirs = flatten_config(config), flatten_config(stored)
@@ -89,13 +99,19 @@ def prepare_run_dir(config: dict[str, Any], run_dir: Path) -> bool:
 
 
 def train(config: dict[str, Any], run_dir: Path | str | None = None, *, progress: bool | None = None,
-          stop_after_epoch: int | None = None, stop_after_steps: int | None = None) -> TrainResult:
+          stop_after_epoch: int | None = None, stop_after_steps: int | None = None,
+          restart_from: Path | str | None = None) -> TrainResult:
     """Train (or resume, or find finished) the run described by ``config`` in ``run_dir``.
 
     ``stop_after_epoch`` / ``stop_after_steps`` end this invocation early after writing a checkpoint,
     as a preemption would (tests and smoke runs use them); they raise :class:`TrainingInterrupted`.
+    ``restart_from`` continues from that checkpoint of the run with changed optimiser settings
+    (``ccdn.training.restart``: the recovery after a non-finite loss).
     """
     run_dir = Path(run_dir) if run_dir is not None else Path("runs") / default_run_name(config)
+    previous = load_config(run_dir / "config.yaml") if restart_from and (run_dir / "config.yaml").is_file() else None
+    if restart_from is not None and previous is not None:  # refuse a bad restart before config.yaml is replaced
+        load_restart_point(Path(restart_from), config, previous)
     info = init_distributed(config["train"]["device"])
     trainer: Trainer | None = None
     status = "FAILED"
@@ -105,7 +121,7 @@ def train(config: dict[str, Any], run_dir: Path | str | None = None, *, progress
         outcome: tuple[bool, str] = (True, "")
         if info.is_main:
             try:
-                outcome = (prepare_run_dir(config, run_dir), "")
+                outcome = (prepare_run_dir(config, run_dir, restart=restart_from is not None), "")
             except ConfigError as exc:  # every rank must fail, not wait for rank 0 forever
                 outcome = (False, str(exc))
         existing, problem = broadcast_object(outcome, info)
@@ -117,7 +133,11 @@ def train(config: dict[str, Any], run_dir: Path | str | None = None, *, progress
                 print(f"[ccdn train] {run_dir} is already complete (DONE); nothing to do", file=sys.stderr)
             return TrainResult(run_dir, True, len(history), -1, history)
         trainer = Trainer(config, run_dir, info, progress=progress)
-        resumed = trainer.resume_if_possible()
+        if restart_from is not None:
+            trainer.restart_from(Path(restart_from), previous or config)
+            resumed = True
+        else:
+            resumed = trainer.resume_if_possible()
         trainer.start_tracking(resumed or existing)
         with trainer.stop_signals():
             result = trainer.fit(stop_after_epoch=stop_after_epoch, stop_after_steps=stop_after_steps)
@@ -143,12 +163,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="YAML merged over the packaged recipe (default: the run dir's config.yaml if any)")
     parser.add_argument("--run-dir", type=Path, default=None, help="run directory (default: runs/<run-name>)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--restart-from", type=Path, default=None, metavar="CKPT",
+                        help="continue the run in --run-dir from this checkpoint with changed optimiser settings "
+                             "(e.g. optim.lr=1e-4 after a non-finite loss); the change is recorded")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.lr=1e-3")
     parser.set_defaults(func=run)
 
 
-def resolve_config(config_path: Path | None, overrides: list[str], run_dir: Path | None) -> dict[str, Any]:
-    """``--config`` + overrides, or — with neither — the stored config of an existing ``--run-dir``."""
+def resolve_config(config_path: Path | None, overrides: list[str], run_dir: Path | None,
+                   *, restart: bool = False) -> dict[str, Any]:
+    """``--config`` + overrides, or — with neither — the stored config of an existing ``--run-dir``.
+
+    A restart without ``--config`` applies the overrides to the run's stored config.
+    """
+    stored = run_dir / "config.yaml" if run_dir is not None else None
+    if restart:
+        if stored is None or not stored.is_file():
+            raise ConfigError(f"--restart-from needs --run-dir of an existing run ({stored or 'no --run-dir given'})")
+        return load_config(config_path or stored, overrides)
     if config_path is None and not overrides and run_dir is not None and (run_dir / "config.yaml").is_file():
         read_yaml(run_dir / "config.yaml")  # clear error if unreadable
         return load_config(run_dir / "config.yaml")
@@ -156,9 +188,11 @@ def resolve_config(config_path: Path | None, overrides: list[str], run_dir: Path
 
 
 def run(args: argparse.Namespace) -> int:
-    config = resolve_config(args.config, list(args.overrides), args.run_dir)
+    restart = args.restart_from is not None
+    config = resolve_config(args.config, list(args.overrides), args.run_dir, restart=restart)
     try:
-        result = train(config, args.run_dir, progress=False if args.no_progress else None)
+        result = train(config, args.run_dir, progress=False if args.no_progress else None,
+                       restart_from=args.restart_from)
     except TrainingInterrupted as exc:
         print(f"[ccdn train] {exc}; rerun the same command to resume", file=sys.stderr)
         return 128 + exc.signum if exc.signum else 3

@@ -1,8 +1,10 @@
 """The training loop of one process (rank): steps, validation, checkpoints, tracking, signals.
 
 Everything that influences the next step lives in the checkpoint (weights, optimiser, scheduler,
-RNG states, epoch and step within it), so a run resumes exactly; a NaN/Inf loss raises
-:class:`NonFiniteLossError` naming the step before anything is written.
+RNG states, epoch and step within it), so a run resumes exactly. The NaN guard
+(:mod:`ccdn.training.guard`) checks the loss, the weights after each step and the validation NME, and
+raises :class:`NonFiniteLossError` naming the step and the last finite checkpoint before anything
+non-finite is written; :meth:`Trainer.restart_from` is the recovery (:mod:`ccdn.training.restart`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import nn
@@ -38,6 +40,7 @@ from ccdn.global_batch import sync_batchnorm
 from ccdn.data.crop import to_original
 from ccdn.errors import NonFiniteLossError
 from ccdn.io import write_text
+from ccdn.training import guard, restart
 from ccdn.training.data import (
     EpochShardSampler,
     build_data,
@@ -45,9 +48,9 @@ from ccdn.training.data import (
     validation_norm,
 )
 from ccdn.training.determinism import seed_everything
+from ccdn.training.signals import STOP_SIGNALS, on_stop_signals  # noqa: F401  (STOP_SIGNALS re-exported)
 
 CHECKPOINT_FORMAT = 1
-STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
 
 
 class TrainingInterrupted(RuntimeError):
@@ -108,6 +111,7 @@ class Trainer:
         self.step_in_epoch = 0  # optimiser steps done in the current epoch
         self.global_step = 0
         self.history: list[dict[str, Any]] = []
+        self.restarts: list[dict[str, Any]] = []
         self.partial: dict[str, Any] = {}
         self.elapsed_s = 0.0
         self.tracker: Any = None
@@ -150,6 +154,8 @@ class Trainer:
         return {
             "format": CHECKPOINT_FORMAT,
             "config_hash": config_hash(self.config),
+            "config": self.config,
+            "restarts": self.restarts,
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
             "global_step": self.global_step,
@@ -162,10 +168,10 @@ class Trainer:
             "elapsed_s": self.elapsed_s,
         }
 
-    def load_state_dict(self, state: Mapping[str, Any], path: Path) -> None:
+    def load_state_dict(self, state: Mapping[str, Any], path: Path, *, same_config: bool = True) -> None:
         if state.get("format") != CHECKPOINT_FORMAT or "model" not in state:
             raise ckpt.CheckpointError(f"{path} is not a ccdn training checkpoint (format {state.get('format')!r})")
-        if state["config_hash"] != config_hash(self.config):
+        if same_config and state["config_hash"] != config_hash(self.config):
             raise ConfigError(f"checkpoint {path} was written with config hash {state['config_hash']}, but this run's "
                               f"config hashes to {config_hash(self.config)}; use a new --run-dir")
         self.model.load_state_dict(state["model"])
@@ -175,6 +181,7 @@ class Trainer:
         self.epoch, self.step_in_epoch = int(state["epoch"]), int(state["step_in_epoch"])
         self.global_step = int(state["global_step"])
         self.history = list(state["history"])
+        self.restarts = list(state.get("restarts", []))
         self.partial = dict(state["partial"])
         self.elapsed_s = float(state["elapsed_s"])
 
@@ -187,10 +194,33 @@ class Trainer:
         self._log(f"resuming {self.run_dir} from {path} (epoch {self.epoch}, step {self.step_in_epoch})")
         return True
 
+    def restart_from(self, path: Path, previous_config: Mapping[str, Any]) -> None:
+        """Continue from ``path`` (a finite checkpoint of this run) with this config's optimiser settings.
+
+        ``previous_config`` is the run's stored config, used when the checkpoint predates storing its own.
+        The restart is recorded, and ``last.pt`` rewritten at once so a later plain resume continues it.
+        """
+        state, changes = restart.load_restart_point(path, self.config, previous_config)
+        self.load_state_dict(state, path, same_config=False)
+        restart.apply_optim_settings(self.optimizer, self.scheduler, self.config)
+        record = restart.restart_record(path, state, changes)
+        self.restarts.append(record)
+        if self.history:
+            self.history[-1] = {**self.history[-1], "restarts": [*self.history[-1].get("restarts", []), record]}
+        if self.info.is_main:
+            write_text(self.run_dir / "history.json", guard.history_json(self.history))
+        self.save_checkpoint(epoch_end=False)
+        self._log(f"restarted {self.run_dir} from {path} (epoch {self.epoch}, step {self.step_in_epoch}) with "
+                  + ", ".join(f"{k}: {v['old']!r} -> {v['new']!r}" for k, v in changes.items()))
+
     def save_checkpoint(self, *, epoch_end: bool) -> None:
         """Rank 0 writes ``epoch_XXX.pt`` (epoch ends) and ``last.pt``; other ranks wait when it is an epoch end."""
         if self.info.is_main:
             state = self.state_dict()
+            bad = guard.nonfinite_in_state(state)
+            if bad:  # never reached when the step checks hold; the last line of defence against saving poison
+                raise NonFiniteLossError(f"refusing to write a checkpoint at epoch {self.epoch}, step "
+                                         f"{self.step_in_epoch}: non-finite {', '.join(bad[:5])}. {self._recovery()}")
             if epoch_end:
                 path = ckpt.epoch_checkpoint_path(self.run_dir, self.epoch)
                 ckpt.save_checkpoint(state, path)
@@ -202,12 +232,17 @@ class Trainer:
         if epoch_end:
             barrier(self.info)
 
-    def _last_good(self) -> str:
+    def _recovery(self) -> str:
+        """Names the last finite checkpoint and the command that restarts from it with a lower rate."""
         path = ckpt.latest_checkpoint(self.run_dir)
         if path is None:
-            return "no checkpoint was written yet"
+            return (f"No checkpoint was written yet; lower optim.lr (now {self.config['optim']['lr']:g}) or check the "
+                    f"data, and start again with another --run-dir or after deleting {self.run_dir}.")
         state = ckpt.load_checkpoint(path)
-        return f"the last good checkpoint is {path} (epoch {state['epoch']}, step {state['step_in_epoch']})"
+        lr = float(self.config["optim"]["lr"]) / 10
+        return (f"The last good checkpoint is {path} (epoch {state['epoch']}, step {state['step_in_epoch']}); "
+                f"restart from it with a lower learning rate: ccdn train --run-dir {self.run_dir} "
+                f"--restart-from {path} optim.lr={lr:g}")
 
     # ---------------------------------------------------------------------------------- training
     def fit(self, *, stop_after_epoch: int | None = None, stop_after_steps: int | None = None) -> TrainResult:
@@ -289,16 +324,20 @@ class Trainer:
         if reduced[-1] > 0:  # every rank stops at the same step, whichever received the signal
             self._stop_agreed = self._stop_signal or int(signal.SIGTERM)
         values = {name: float(v) / self.info.world_size for name, v in zip(names, reduced[:-1])}
+        where = (f"epoch {self.epoch + 1}, step {self.step_in_epoch + 1} of {self.steps_per_epoch} "
+                 f"(global step {self.global_step + 1})")
         if not all(math.isfinite(v) for v in values.values()):
             detail = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
-            raise NonFiniteLossError(
-                f"non-finite loss at epoch {self.epoch + 1}, step {self.step_in_epoch + 1} of {self.steps_per_epoch} "
-                f"(global step {self.global_step + 1}): {detail}. Nothing was written for this step; "
-                f"{self._last_good()}. Lower optim.lr or check the data, then rerun `ccdn train` on "
-                f"{self.run_dir} to resume from that checkpoint.")
+            raise NonFiniteLossError(f"non-finite loss at {where}: {detail}. Nothing was written for this step. "
+                                     f"{self._recovery()}")
         self.optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         self.optimizer.step()
+        if not guard.weights_are_finite(self.model):
+            bad = guard.nonfinite_tensors(self.model.state_dict())
+            raise NonFiniteLossError(f"the weights became non-finite in the step at {where} (finite loss "
+                                     f"{values['total']:.4g}; {len(bad)} tensors, e.g. {', '.join(bad[:3])}). "
+                                     f"Nothing was written for this step. {self._recovery()}")
         return values
 
     # -------------------------------------------------------------------------------- validation
@@ -331,7 +370,7 @@ class Trainer:
 
     def _end_of_epoch(self, lr: float) -> dict[str, Any]:
         """Validate, append the epoch's record (mean loss terms, the lr it used, val NME) to history.json."""
-        val_nme = self.validate()
+        val_nme = self._checked_validation(f"after epoch {self.epoch}")
         seconds = max(self.partial.get("seconds", 0.0), 1e-9)
         steps = max(1, self.steps_per_epoch)
         record = {
@@ -346,7 +385,7 @@ class Trainer:
         }
         self.history.append(record)
         if self.info.is_main:
-            write_text(self.run_dir / "history.json", json.dumps(self.history, indent=2) + "\n")
+            write_text(self.run_dir / "history.json", guard.history_json(self.history))
         loss = record.get("loss_total", float("nan"))
         self._log(f"epoch {self.epoch}/{self.config['optim']['epochs']}: loss {loss:.4g}"
                   f"  val NME ({self.val_norm}, {record['val_subset']}) {val_nme:.3f}%  lr {record['lr']:.3g}"
@@ -355,13 +394,22 @@ class Trainer:
 
     def _record_initial_validation(self) -> None:
         """Epoch 0: the untrained model's validation NME, the reference point of the learning curve."""
-        record = {"epoch": 0, "lr": float(self.config["optim"]["lr"]), "val_nme": self.validate(),
+        record = {"epoch": 0, "lr": float(self.config["optim"]["lr"]),
+                  "val_nme": self._checked_validation("of the untrained model"),
                   "val_norm": self.val_norm, "val_subset": self.config["data"]["val_subset"]}
         self.history.append(record)
         if self.info.is_main:
-            write_text(self.run_dir / "history.json", json.dumps(self.history, indent=2) + "\n")
+            write_text(self.run_dir / "history.json", guard.history_json(self.history))
         if self.tracker is not None:
             self.tracker.log_metrics({f"val/nme_{self.val_norm}": record["val_nme"]}, step=0)
+
+    def _checked_validation(self, when: str) -> float:
+        """``validate()``, refusing a non-finite NME before it is recorded or a checkpoint is written."""
+        val_nme = self.validate()
+        if not math.isfinite(val_nme):
+            raise NonFiniteLossError(f"the validation NME {when} is {val_nme} (the model predicts non-finite "
+                                     f"landmarks); nothing was written for this epoch. {self._recovery()}")
+        return val_nme
 
     # ---------------------------------------------------------------------------------- tracking
     def start_tracking(self, resumed: bool) -> None:
@@ -380,6 +428,8 @@ class Trainer:
                 **{str(k): str(v) for k, v in cfg["tracking"]["tags"].items()}}
         self.tracker.start(params=tracking.params_from_flat(flatten_config(cfg)), tags=tags,
                            run_id=(record or {}).get("run_id"))
+        if self.restarts:
+            self.tracker.set_tags({"restarts": json.dumps(self.restarts), "restart_count": len(self.restarts)})
         self.tracker.save_record(self.run_dir)
         if self.tracker.active:
             self.tracker.log_artifact(self.run_dir / "config.yaml")
@@ -410,28 +460,9 @@ class Trainer:
         barrier(self.info)
 
     # ------------------------------------------------------------------------------------- misc
-    @contextlib.contextmanager
-    def stop_signals(self) -> Iterator[None]:
+    def stop_signals(self) -> contextlib.AbstractContextManager[None]:
         """SIGTERM / SIGUSR1 (SLURM preemption, ``scancel``) → checkpoint at the next step, then exit."""
-        import threading
-
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = {}
-
-        def handler(signum: int, frame: Any) -> None:  # noqa: ARG001
-            self._stop_signal = signum
-
-        for name in STOP_SIGNALS:
-            if hasattr(signal, name):
-                sig = getattr(signal, name)
-                previous[sig] = signal.signal(sig, handler)
-        try:
-            yield
-        finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
+        return on_stop_signals(lambda signum: setattr(self, "_stop_signal", signum))
 
     def _progress_bar(self, total: int) -> Any:
         from tqdm import tqdm
