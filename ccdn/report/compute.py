@@ -2,7 +2,8 @@
 
 Training seconds are the sum of ``epoch_seconds`` in ``runs/<run>/history.json`` (the optimisation
 steps of every epoch; validation, start-up and checkpoints are not counted); evaluation seconds and
-the device come from the ``timing`` record of each ``metrics.json`` (``ccdn evaluate``). They are
+the devices come from the ``timing`` record of each ``metrics.json`` (``ccdn evaluate``) and the
+``device`` of the history records (training). They are
 measured wall-clock times: the one part of the report that changes when the runs are retrained.
 """
 
@@ -69,7 +70,8 @@ def run_compute(grid: Any, run: Any, datasets: Iterable[str]) -> RunCompute:
     seconds = [load_metrics(grid, run.name, d).get("timing") or {} for d in datasets]
     eval_seconds = None if not seconds or any("seconds" not in s for s in seconds) else \
         float(sum(float(s["seconds"]) for s in seconds))
-    devices = sorted({str(s["device"]) for s in seconds if s.get("device")})
+    devices = sorted({str(s["device"]) for s in seconds if s.get("device")}
+                     | {str(r["device"]) for r in trained if r.get("device")})
     return RunCompute(run=run.name, epochs=len(trained),
                       train_faces=train_faces(grid, run, load_run_config(grid, run.name)),
                       train_seconds=float(sum(float(r.get("epoch_seconds", 0.0)) for r in trained)),

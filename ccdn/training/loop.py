@@ -382,6 +382,7 @@ class Trainer:
             "val_subset": self.config["data"]["val_subset"],
             "images_per_s": self.partial.get("images", 0) / seconds,
             "epoch_seconds": seconds,
+            "device": self.device.type,  # with epoch_seconds: the compute notes of the report
         }
         self.history.append(record)
         if self.info.is_main:
