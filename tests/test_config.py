@@ -116,3 +116,17 @@ def test_flatten_and_save_round_trip(tmp_path):
     assert yaml.safe_load(path.read_text()) == config
     assert load_config(path) == config
     assert [p.name for p in path.parent.iterdir()] == ["config.yaml"]  # no temporary file left
+
+
+def test_settings_from_a_grid_mean_what_the_same_overrides_mean():
+    from ccdn.config import apply_settings
+
+    base = load_config()
+    settings = [("optim.lr", "1e-3"), ("model.options", {"stacks": 1}), ("model.options.num_excitations", 2),
+                ("tracking.tags.paper_tables", "none"), ("loss.gammas", [0.01, 0.01, 0.01])]
+    texts = ["optim.lr=1e-3", "model.options={stacks: 1}", "model.options.num_excitations=2",
+             "tracking.tags.paper_tables=none", "loss.gammas=[0.01, 0.01, 0.01]"]
+    assert apply_settings(base, settings) == apply_overrides(base, texts)
+    assert apply_settings(base, settings)["optim"]["lr"] == 0.001  # later settings merge into earlier sections
+    with pytest.raises(ConfigError, match="grid.yaml: recipe: optim.learning_rate: unknown config key"):
+        apply_settings(base, [("optim.learning_rate", 0.1)], source="grid.yaml: recipe")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import shlex
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from ccdn.grid import (
     load_grid,
     main,
     parse_run_name,
+    run_config,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,8 +38,8 @@ def test_shipped_configs_load(name: str) -> None:
     grid = load_grid(ROOT / name, root=ROOT)
     assert grid.runs and grid.evaluations
     assert len({run.name for run in grid.runs}) == len(grid.runs)
-    for run in grid.runs:  # every run's training config resolves exactly as `ccdn train` would
-        resolved = load_config(ROOT / grid.base_config, grid.train_overrides(run.name))
+    for run in grid.runs:  # every run's training config resolves (what `ccdn grid run-config` writes)
+        resolved = run_config(grid, run.name)
         assert resolved["model"]["name"] == run.experiment.model
         assert resolved["seed"] == run.seed
         assert resolved["tracking"]["run_name"] == run.name
@@ -83,7 +83,7 @@ def test_paper_config_is_the_same_grid_on_real_data() -> None:
     assert len(paper.seeds) == 3 and paper.recipe == {}
     assert len(paper.runs) == 3 * len(default.runs)
     # the paper's recipe: ccdn/configs/default.yaml untouched
-    resolved = load_config(ROOT / paper.base_config, paper.train_overrides("ccdn-300w-s2"))
+    resolved = run_config(paper, "ccdn-300w-s2")
     assert resolved["model"]["options"] == {"stacks": 4, "channels": 256, "input_size": 128, "num_excitations": 4}
     assert resolved["optim"]["epochs"] == 120 and resolved["loss"]["gammas"] == [0.025, 0.01, 0.05]
 
@@ -114,17 +114,28 @@ def test_run_expansion_names_and_paths(default_mapping: dict) -> None:
     assert sorted(r.experiment.num_excitations for r, _ in grid.figure_evaluations("fig8") if r.seed == 0) == [2, 4]
 
 
-def test_train_overrides_order_and_quoting(default_mapping: dict) -> None:
+def test_run_config_is_the_one_hand_off_to_train(default_mapping: dict, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     grid = _grid(default_mapping)
-    args = grid.train_overrides("ccdn-300w-g0.01-0.01-0.01-s0")
-    assert args[:5] == ["seed=0", "model.name=ccdn", "data.dataset=300w",
-                        f"data.root={ROOT / 'data/prepared/300w'}", "tracking.run_name=ccdn-300w-g0.01-0.01-0.01-s0"]
+    settings = grid.run_settings("ccdn-300w-g0.01-0.01-0.01-s0")
+    assert settings[:5] == [("seed", 0), ("model.name", "ccdn"), ("data.dataset", "300w"),
+                            ("data.root", str(ROOT / "data/prepared/300w")),
+                            ("tracking.run_name", "ccdn-300w-g0.01-0.01-0.01-s0")]
     # recipe first, experiment overrides last (they win)
-    assert args.index("optim.epochs=6") < args.index("loss.gammas=[0.01, 0.01, 0.01]")
-    assert shlex.split(shlex.join(args)) == args  # survives the shell of the Snakemake rule
-    resolved = load_config(ROOT / grid.base_config, args)
+    keys = [key for key, _ in settings]
+    assert keys.index("optim.epochs") < keys.index("loss.gammas")
+    resolved = run_config(grid, "ccdn-300w-g0.01-0.01-0.01-s0")
     assert resolved["loss"]["gammas"] == [0.01, 0.01, 0.01]
     assert resolved["tracking"]["tags"]["grid_experiment"] == "ccdn-300w-g0.01-0.01-0.01"
+    assert isinstance(resolved["optim"]["lr"], float)  # `2.0e-3` in the grid file is a number, as in --config files
+    # `ccdn grid run-config` writes it; `ccdn train --config FILE` reads exactly this config back
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "run_config.yaml"
+    assert main(["run-config", "config/config.yaml", "--run", "ccdn-300w-p2-s0", "--out", str(out)]) == 0
+    assert load_config(out) == run_config(load_grid("config/config.yaml"), "ccdn-300w-p2-s0")
+    assert load_config(out)["model"]["options"]["num_excitations"] == 2
+    assert main(["run-config", "config/config.yaml", "--run", "ccdn-300w-p9-s0", "--out", str(out)]) == 2
+    assert grid.run_config_path("ccdn-300w-p2-s0") == grid.run_dir("ccdn-300w-p2-s0") / "run_config.yaml"
 
 
 @pytest.mark.parametrize(
@@ -143,7 +154,7 @@ def test_train_overrides_order_and_quoting(default_mapping: dict) -> None:
         (lambda m: m["experiments"][0].update(evaluate=["cofw68"], tables=["table2"]), "listed in table2"),
         (lambda m: m["datasets"].pop("wflw"), "dataset 'wflw' is not under `datasets:`"),
         (lambda m: m.update(synthetic=False), "synthetic: false but datasets"),
-        (lambda m: m["recipe"].update({"optim.learning_rate": 0.1}), "recipe: override 'optim.learning_rate=0.1'"),
+        (lambda m: m["recipe"].update({"optim.learning_rate": 0.1}), "recipe: optim.learning_rate: unknown config key"),
         (lambda m: m["experiments"][3].update(overrides={"model.options.num_excitations": 2, "loss.gamas": [1]}),
          "experiments[3] (baseline-aflw)"),
         (lambda m: m.update(base_config="nowhere/default.yaml"), "base_config nowhere/default.yaml not found"),

@@ -26,6 +26,7 @@ from ccdn.grid.load import (
     load_grid,
     parse_run_name,
     resolve_training_config,
+    run_config,
 )
 from ccdn.grid.model import (
     DATASETS,
@@ -62,6 +63,7 @@ __all__ = [
     "main",
     "parse_run_name",
     "resolve_training_config",
+    "run_config",
     "schema_path",
     "validate_config",
 ]

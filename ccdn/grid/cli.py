@@ -1,5 +1,6 @@
-"""``ccdn grid {check,resolve}``: check a grid config and list its runs, or write it with every
-default filled in (the pipeline records the grid it ran this way)."""
+"""``ccdn grid {check,resolve,run-config}``: check a grid config and list its runs, write it with
+every default filled in (the pipeline records the grid it ran this way), or write one run's fully
+resolved training config (the pipeline's one hand-off from the grid to ``ccdn train --config``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from ccdn.grid.load import grid_from_mapping, load_grid
+from ccdn.grid.load import grid_from_mapping, load_grid, run_config
 from ccdn.io import write_yaml
 from ccdn.grid.model import GridError
 
@@ -30,6 +31,10 @@ def _add_actions(parser: argparse.ArgumentParser) -> None:
     resolve.add_argument("config", type=Path, nargs="?", help="a grid YAML file (or use --json)")
     resolve.add_argument("--json", help="the config as a JSON string (how Snakemake passes its merged config)")
     resolve.add_argument("--out", type=Path, required=True)
+    run_config = sub.add_parser("run-config", help="write one run's fully resolved training config (for ccdn train --config)")
+    run_config.add_argument("config", type=Path, help="a grid YAML file (e.g. the resolved results/config.yaml)")
+    run_config.add_argument("--run", required=True, help="the run name, {experiment id}-s{seed}")
+    run_config.add_argument("--out", type=Path, default=None, help="default: the run directory's run_config.yaml")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,6 +45,12 @@ def run(args: argparse.Namespace) -> int:
             print(run_.name, run_.experiment.model, run_.experiment.train, ",".join(run_.experiment.evaluate))
         print(f"{len(grid.runs)} runs, {len(grid.evaluations)} evaluations, tables {grid.tables}, "
               f"figures {grid.figures}", file=sys.stderr)
+        return 0
+    if args.action == "run-config":
+        grid = load_grid(args.config)
+        if args.run not in {run_.name for run_ in grid.runs}:
+            raise GridError(f"{args.config}: no run {args.run!r}; runs: {', '.join(r.name for r in grid.runs)}")
+        write_yaml(args.out or grid.run_config_path(args.run), run_config(grid, args.run))
         return 0
     if args.json is not None:
         grid = grid_from_mapping(json.loads(args.json), source="--json")

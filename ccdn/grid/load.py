@@ -10,7 +10,8 @@ from typing import Any
 
 import yaml
 
-from ccdn.config import ConfigError, excitations_of, load_config
+from ccdn.config import ConfigError, apply_settings, excitations_of, load_config
+from ccdn.config import validate_config as validate_training_config
 from ccdn.grid.model import (
     DEFAULT_BASE_CONFIG,
     DEFAULT_PATHS,
@@ -21,7 +22,6 @@ from ccdn.grid.model import (
     Grid,
     GridError,
     Run,
-    as_overrides,
 )
 from ccdn.grid.schema import validate_config
 from ccdn.models import is_model, list_models
@@ -62,7 +62,7 @@ def grid_from_mapping(
         )
     base_config = config.get("base_config", DEFAULT_BASE_CONFIG)
     recipe = config.get("recipe", {})
-    resolve_training_config(base_config, as_overrides(recipe), root_path, f"{source}: recipe")  # recipe errors first
+    resolve_training_config(base_config, list(recipe.items()), root_path, f"{source}: recipe")  # recipe errors first
     experiments = [
         _build_experiment(raw, recipe, base_config, root_path, f"{source}: experiments[{i}] ({raw['id']})")
         for i, raw in enumerate(config["experiments"])
@@ -123,7 +123,7 @@ def _build_experiment(
     raw: Mapping[str, Any], recipe: Mapping[str, Any], base_config: str, root: Path | None, where: str
 ) -> Experiment:
     overrides = dict(raw.get("overrides", {}))
-    resolved = resolve_training_config(base_config, [*as_overrides(recipe), *as_overrides(overrides)], root, where)
+    resolved = resolve_training_config(base_config, [*recipe.items(), *overrides.items()], root, where)
     num_excitations = excitations_of(raw["model"], resolved["model"]["options"])
     return Experiment(
         id=raw["id"],
@@ -138,10 +138,17 @@ def _build_experiment(
     )
 
 
+def run_config(grid: Grid, run_name: str) -> dict[str, Any]:
+    """One run's fully resolved training config: what `ccdn grid run-config` writes to
+    `grid.run_config_path(run)` and `ccdn train --config` reads (the one hand-off from grid to run)."""
+    return resolve_training_config(grid.base_config, grid.run_settings(run_name), grid.root,
+                                   f"{grid.source}: run {run_name}")
+
+
 def resolve_training_config(
-    base_config: str, overrides: Sequence[str], root: Path | None = None, where: str = "<config>"
+    base_config: str, settings: Sequence[tuple[str, Any]], root: Path | None = None, where: str = "<config>"
 ) -> dict[str, Any]:
-    """The training config a run will get: exactly what `ccdn train --config base key=value...` resolves.
+    """`base_config` with the dotted `settings` applied in order (values as parsed from the grid file).
 
     Doing it here (not at training time) turns a typo in `recipe`/`overrides` into an error before
     the pipeline starts, and gives each experiment its P and gammas for the tables.
@@ -152,7 +159,9 @@ def resolve_training_config(
     if not path.is_file():
         raise GridError(f"{where}: base_config {base_config} not found (relative to the working directory)")
     try:
-        return load_config(path, overrides)
+        config = apply_settings(load_config(path), settings, source=where)
+        validate_training_config(config)
+        return config
     except ConfigError as exc:
         raise GridError(f"{where}: {exc}") from exc
 

@@ -62,6 +62,7 @@ DEFAULT_PATHS: dict[str, str] = {"raw": "data/raw", "prepared": "data/prepared",
 DEFAULT_BASE_CONFIG = "ccdn/configs/default.yaml"
 
 
+RUN_CONFIG_NAME = "run_config.yaml"  # in each run directory, beside the config.yaml `ccdn train` records
 RUN_NAME_RE = re.compile(r"^(?P<id>.+)-s(?P<seed>\d+)$")
 
 
@@ -235,8 +236,13 @@ class Grid:
         return [f for f in FIGURES if self.figure_evaluations(f)]
 
     # -- commands ------------------------------------------------------------------------------
-    def train_overrides(self, run_name: str) -> list[str]:
-        """The `key=value` arguments of `ccdn train` for one run (recipe first, then the experiment's)."""
+    def run_config_path(self, run_name: str) -> Path:
+        """The run's fully resolved training config, written by `ccdn grid run-config` for `ccdn train --config`."""
+        return self.run_dir(run_name) / RUN_CONFIG_NAME
+
+    def run_settings(self, run_name: str) -> list[tuple[str, Any]]:
+        """The dotted settings one run applies over `base_config`, in order (later wins): the run's own
+        facts, then `recipe`, then the experiment's `overrides` (`ccdn.grid.run_config` resolves them)."""
         run = self.run(run_name)
         exp = run.experiment
         fixed = {
@@ -247,8 +253,7 @@ class Grid:
             "tracking.run_name": run.name,
         }
         tags = {"tracking.tags.grid_experiment": exp.id, "tracking.tags.paper_tables": ",".join(exp.tables) or "none"}
-        items = [*fixed.items(), *tags.items(), *self.recipe.items(), *exp.overrides.items()]
-        return [f"{key}={format_override_value(value)}" for key, value in items]
+        return [*fixed.items(), *tags.items(), *self.recipe.items(), *exp.overrides.items()]
 
     def synth_arguments(self, dataset: str) -> list[str]:
         """The options of `ccdn synth` for a synthetic dataset."""

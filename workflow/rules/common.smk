@@ -6,7 +6,7 @@ import os
 import re
 import shlex
 
-from ccdn.grid import FIGURES, TABLES, grid_from_mapping
+from ccdn.grid import FIGURES, TABLES, grid_from_mapping, run_config
 
 
 def config_source():
@@ -158,8 +158,10 @@ def run_dir(wildcards):
     return str(GRID.run_dir(wildcards.run))
 
 
-def train_overrides(wildcards):
-    return shlex.join(GRID.train_overrides(wildcards.run))
+def run_config_json(wildcards):
+    """The run's fully resolved training config as JSON: a params value, so that a change to it
+    rewrites run_config.yaml and retrains this run (and only this run)."""
+    return json.dumps(run_config(GRID, wildcards.run), sort_keys=True)
 
 
 def test_data(wildcards):

@@ -1,20 +1,40 @@
-# One training run per experiment x seed. The output is the run's final model.pt; the run directory
+# One training run per experiment x seed. `ccdn grid run-config` writes the run's fully resolved
+# training config (runs/<run>/run_config.yaml), the one hand-off from the grid to `ccdn train`.
+# The output is the run's final model.pt; the run directory
 # also holds checkpoints/last.pt, so a killed or requeued job resumes where it stopped (Snakemake
 # only removes model.pt before rerunning). GPU/CPU/memory/time requests live in the profiles.
+
+
+rule run_config:
+    input:
+        grid=GRID_FILE,
+        base=GRID.base_config,
+    output:
+        GRID.run_config_path("{run}"),
+    log:
+        "logs/train/{run}.run_config.log",
+    params:
+        resolved=run_config_json,
+    conda:
+        "../envs/ccdn.yaml"
+    shell:
+        "ccdn grid run-config {input.grid} --run {wildcards.run} --out {output} > {log} 2>&1"
 
 
 rule train:
     input:
         data=train_data,
-        base=GRID.base_config,
+        # ancient: a rewrite of the same config (e.g. after an unrelated grid edit) never retrains;
+        # a different config does, through params.resolved.
+        config=ancient(GRID.run_config_path("{run}")),
     output:
         model=GRID.run_dir("{run}") / "model.pt",
     log:
         "logs/train/{run}.log",
     params:
         run_dir=run_dir,
-        overrides=train_overrides,
+        resolved=run_config_json,
     conda:
         "../envs/ccdn.yaml"
     shell:
-        "ccdn train --config {input.base} --run-dir {params.run_dir} {params.overrides} > {log} 2>&1"
+        "ccdn train --config {input.config} --run-dir {params.run_dir} > {log} 2>&1"
