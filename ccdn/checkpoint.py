@@ -66,8 +66,17 @@ def publish_as_last(source: Path, run_dir: Path) -> Path:
     return target
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; an unreadable file is a ``CheckpointError``."""
+RESUME_HINT = ("Delete it to restart from the previous epoch_XXX.pt (copy that to last.pt) or from scratch.")
+
+
+def final_weights_hint(run_dir: Path) -> str:
+    """What to do about a bad ``model.pt``: training rewrites it from ``checkpoints/last.pt``."""
+    return (f"Delete it and {Path(run_dir) / 'DONE'}, then rerun `ccdn train --run-dir {run_dir}`: it writes "
+            "model.pt again from checkpoints/last.pt.")
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", *, hint: str = RESUME_HINT) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``; an unreadable file is a ``CheckpointError`` ending in ``hint``."""
     path = Path(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
@@ -76,9 +85,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt files
         first_line = next((line for line in str(exc).splitlines() if line.strip()), "")
         raise CheckpointError(
-            f"checkpoint {path} cannot be read ({type(exc).__name__}: {first_line[:200]}); it is corrupt or not a ccdn "
-            f"checkpoint. Delete it to restart from the previous epoch_XXX.pt (copy that to last.pt) or from scratch."
-        ) from exc
+            f"checkpoint {path} cannot be read ({type(exc).__name__}: {first_line[:200]}); it is corrupt (e.g. "
+            f"truncated) or not a ccdn checkpoint. {hint}") from exc
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a ccdn checkpoint dict")
     return state

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ccdn.checkpoint import final_weights_hint, load_checkpoint
 from ccdn.config import ConfigError, default_run_name, load_config
 from ccdn.io import write_text
 
@@ -85,7 +86,7 @@ def load_trained_model(run_dir: Path, num_landmarks: int, device: torch.device) 
                               f"`ccdn train --run-dir {run_dir}` to resume it first")
     config = load_config(config_path)
     model = create_model(config["model"]["name"], num_landmarks, **config["model"]["options"])
-    state = torch.load(weights, map_location="cpu", weights_only=True)
+    state = load_checkpoint(weights, map_location="cpu", hint=final_weights_hint(run_dir))  # truncated: one line
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
