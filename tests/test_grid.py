@@ -1,4 +1,4 @@
-"""The experiment grid (ccdn/grid.py): schema validation, clear errors, run expansion, both configs."""
+"""The experiment grid (ccdn/grid/): schema validation, clear errors, run expansion, both configs."""
 
 from __future__ import annotations
 

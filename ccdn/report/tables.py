@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ccdn.models import model_info
 from ccdn.report import (
     NORMALISER_NAMES,
     SYNTHETIC_MARK,
@@ -48,7 +49,7 @@ PAPER_RECIPE = ("paper (§4.1): 128 × 128 input, 4 stacked hourglasses, lr 2.5e
 OUR_RECIPE_CHOICES = ("not stated in the paper, our choice (from the first author's MMDN code): Adam "
                       "(β = 0.5, 0.999), batch 6, 120 epochs")
 DEFAULT_GAMMAS = (0.025, 0.01, 0.05)
-DEFAULT_EXCITATIONS = 4
+DEFAULT_EXCITATIONS = model_info("ccdn").default_options["num_excitations"]  # the paper's P, registered once
 REFERENCE_MODELS = frozenset({"mean_shape"})  # reference rows: no learning, the floor every model must beat
 CCDN_P1_LABEL = "CCDN, P = 1 (ours, not in the paper)"
 P1_FROM_BASELINE = ("P = 1 (ours) is filled from the Baseline runs: the paper's P = 1 cells equal its Baseline "
