@@ -115,7 +115,65 @@ def predict_on_a_file_that_is_not_an_image(tmp, data):
     return ["predict", "--run-dir", str(run), str(text), "--box", "0,0,10,10", "--out", str(tmp / "p")], [str(text)]
 
 
+def _cache_copy(tmp: Path, data: Path, split: str, **meta_changes) -> Path:
+    """A copy of the prepared cache whose ``split`` meta has ``meta_changes``."""
+    import json
+    import shutil
+
+    import numpy as np
+
+    from ccdn.io import write_npz
+
+    root = tmp / "prepared"
+    shutil.copytree(data, root)
+    with np.load(root / f"{split}.npz") as arrays:
+        content = {key: arrays[key] for key in arrays.files}
+    content["meta"] = np.array(json.dumps({**json.loads(str(content["meta"])), **meta_changes}))
+    write_npz(root / f"{split}.npz", content)
+    return root
+
+
+def cache_of_300w_trained_as_wflw(tmp, data):
+    return ["train", "--config", str(_config_file(tmp, data, "data.dataset=wflw")), "--run-dir", str(tmp / "r")], \
+        [f"data.dataset is 'wflw' but {data / 'train.npz'} holds '300w' (68-point, synthetic)", "data.dataset=300w"]
+
+
+def unknown_dataset_name(tmp, data):
+    return ["train", "--config", str(_config_file(tmp, data, "data.dataset=foo")), "--run-dir", str(tmp / "r")], \
+        ["data.dataset is 'foo'"]
+
+
+def validation_split_of_another_kind(tmp, data):
+    root = _cache_copy(tmp, data, "test", synthetic=False)
+    return ["train", "--config", str(_config_file(tmp, root)), "--run-dir", str(tmp / "r")], \
+        [f"{root / 'test.npz'} holds '300w' (68-point) but {root / 'train.npz'} holds '300w' (68-point, synthetic)"]
+
+
+def benchmark_cache_with_a_foreign_scheme(tmp, data):
+    root = _cache_copy(tmp, data, "train", scheme="98")
+    return ["train", "--config", str(_config_file(tmp, root)), "--run-dir", str(tmp / "r")], \
+        [f"{root / 'train.npz'} says it is 300w but holds 98-point meta and 68-point landmarks"]
+
+
+def resume_a_checkpoint_of_another_landmark_count(tmp, data):
+    from ccdn import checkpoint as ckpt
+    from ccdn.train import TrainingInterrupted, train
+
+    config_file = _config_file(tmp, data)
+    with pytest.raises(TrainingInterrupted):
+        train(tiny_config(data, "model.name=test/tiny", "optim.epochs=1"), tmp / "r", progress=False,
+              stop_after_steps=1)
+    last = tmp / "r" / "checkpoints" / "last.pt"
+    state = ckpt.load_checkpoint(last)
+    state["model"]["head.weight"] = state["model"]["head.weight"][:10]
+    torch.save(state, last)
+    return ["train", "--config", str(config_file), "--run-dir", str(tmp / "r"), "--no-progress"], \
+        [f"{last} does not fit this run's test/tiny model for 68 landmarks", "use a new --run-dir"]
+
+
 CASES: list[Callable] = [
+    cache_of_300w_trained_as_wflw, unknown_dataset_name, validation_split_of_another_kind,
+    benchmark_cache_with_a_foreign_scheme, resume_a_checkpoint_of_another_landmark_count,
     unknown_model, unknown_key, missing_config_file, missing_prepared_data, truncated_last_checkpoint_on_resume,
     truncated_model_in_evaluate, evaluate_before_training_ends, evaluate_on_missing_data,
     restart_from_a_missing_checkpoint, restart_without_a_run, prepare_missing_raw_folder,

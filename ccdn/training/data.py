@@ -74,15 +74,48 @@ def build_data(config: Mapping[str, Any], input_size: int) -> tuple[Any, Any, An
     root = Path(data["root"])
     train_split = load_split(root, data["train_split"])
     val_split = load_split(root, data["val_split"])
-    if train_split.scheme != val_split.scheme:
-        raise ConfigError(f"data.train_split {data['train_split']!r} has the {train_split.scheme}-point scheme but "
-                          f"data.val_split {data['val_split']!r} has {val_split.scheme}; validate on the same scheme")
+    check_dataset_identity(str(data["dataset"]), root, {data["train_split"]: train_split, data["val_split"]: val_split})
     limit = config["train"]["limit_train_images"]
     indices = None if limit is None else np.arange(min(int(limit), len(train_split)))
     train_set = LandmarkDataset(train_split, input_size, AugmentConfig(**config["augment"]), seed=int(config["seed"]),
                                 indices=indices)
     val_set = LandmarkDataset(val_split, input_size, None, indices=val_split.subset(data["val_subset"]))
     return train_set, val_set, train_split, val_split
+
+
+def _describe(meta: Mapping[str, Any]) -> str:
+    flags = [f for f in ("synthetic", "custom") if meta.get(f)] + (["partial"] if meta.get("partial") else [])
+    return f"{meta.get('dataset')!r} ({meta.get('scheme')}-point{', ' + ', '.join(flags) if flags else ''})"
+
+
+def check_dataset_identity(dataset: str, root: Path, splits: Mapping[str, Any]) -> None:
+    """The cache must hold what ``data.dataset`` names, before any training starts.
+
+    Why: the dataset name labels the run (its name, MLflow experiment, metrics.json); a 300W cache
+    trained as ``data.dataset=wflw`` would be filed as a WFLW result. Each split's meta must name
+    ``dataset``; a benchmark's cache must have its scheme, and every split the same scheme, point
+    count and synthetic/custom flags as the training split.
+    """
+    from ccdn.data.schemes import DATASETS
+
+    (first_name, first), *others = splits.items()
+    for split_name, split in splits.items():
+        meta, where = split.meta, root / f"{split_name}.npz"
+        if str(meta.get("dataset")) != dataset:
+            raise ConfigError(f"data.dataset is {dataset!r} but {where} holds {_describe(meta)}; set "
+                              f"data.dataset={meta.get('dataset')} or point data.root at a {dataset} cache")
+        expected = DATASETS[dataset].scheme if dataset in DATASETS else str(meta.get("scheme"))
+        points = int(split.landmarks.shape[1])
+        if str(meta.get("scheme")) != expected or points != int(expected):
+            raise ConfigError(f"{where} says it is {dataset} but holds {meta.get('scheme')}-point meta and {points}-"
+                              f"point landmarks ({dataset} has {expected}); prepare it again with `ccdn prepare`")
+    for split_name, split in others:
+        mine = (split.meta.get("scheme"), bool(split.meta.get("synthetic")), bool(split.meta.get("custom")))
+        theirs = (first.meta.get("scheme"), bool(first.meta.get("synthetic")), bool(first.meta.get("custom")))
+        if mine != theirs:
+            raise ConfigError(f"{root / f'{split_name}.npz'} holds {_describe(split.meta)} but "
+                              f"{root / f'{first_name}.npz'} holds {_describe(first.meta)}; train and validate on "
+                              "splits of one prepared set")
 
 
 def validation_norm(split: Any) -> str:

@@ -174,7 +174,12 @@ class Trainer:
         if same_config and state["config_hash"] != config_hash(self.config):
             raise ConfigError(f"checkpoint {path} was written with config hash {state['config_hash']}, but this run's "
                               f"config hashes to {config_hash(self.config)}; use a new --run-dir")
-        self.model.load_state_dict(state["model"])
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as exc:  # e.g. a model of 68 points, a cache of 98 re-prepared under the same root
+            raise ckpt.CheckpointError(f"{path} does not fit this run's {self.config['model']['name']} model for "
+                                       f"{self.num_landmarks} landmarks ({str(exc).splitlines()[-1].strip()}); was "
+                                       f"{self.config['data']['root']} prepared again? use a new --run-dir") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         ckpt.restore_rng_state(state["rng"])
