@@ -830,3 +830,16 @@ def test_paper_grid_cost_per_table_counts_each_tables_runs(capsys):
     hours = sum(DATASETS[r.experiment.train].expected_counts[("train", "full")] for r in runs.values()) \
         * epochs / rate / 3600
     assert f"| table4 | {len(runs)} | {hours:,.1f} |" in text
+
+
+def test_reference_rows_are_recognised_by_name_or_registry_metadata():
+    from ccdn.models.registry import register_model
+    from ccdn.report.tables import is_reference_model
+
+    @register_model("test_report_floor", needs_training=False)
+    def _floor(num_landmarks: int, **options):  # pragma: no cover - never built
+        raise AssertionError
+
+    assert is_reference_model("mean_shape") and is_reference_model("test_report_floor")
+    assert not is_reference_model("ccdn") and not is_reference_model("timm/resnet18")
+    assert not is_reference_model("mynet")  # unregistered: an ordinary row
