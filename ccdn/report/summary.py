@@ -7,8 +7,10 @@ dataset; ``synthetic`` says whether any of it came from synthetic data.
 
 ``headline/<table>_<dataset>_<subset>_<metric>_<normaliser>.json`` (what ``dvc metrics show`` reads):
 one file per table column, holding our main row (CCDN; γ = (0.025, 0.01, 0.05) in Table 6; P = 4 in
-Table 7) as ``ours`` (mean over seeds), the paper's ``paper`` and ``x_mean_shape``. DVC prints one
-line per file and one column per key, so the view stays three numbers wide whatever the grid.
+Table 7) as ``ours`` (mean over seeds), the paper's ``paper`` and ``x_mean_shape``; a cell that a
+later table repeats (Table 6's column and Table 7's P = 4 row are the main CCDN runs of Tables 2, 4,
+5) is written once. DVC prints one line per file and one column per key, so the view stays three
+numbers wide whatever the grid (17 columns × 3 = 51 numbers for the paper's grid).
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ MAIN_ROW_KEYS = {"method": ("method", "ccdn"), "gammas": ("gammas", DEFAULT_GAMM
 def build_headline(grid: Any) -> dict[str, dict[str, float]]:
     """File stem -> {ours, paper, x_mean_shape} for every table column where our main row has a number."""
     headline: dict[str, dict[str, float]] = {}
+    seen: set[tuple] = set()  # a cell repeated in a later table (same runs, column and paper value) is kept once
     for number, spec in TABLE_SPECS.items():
         if not any(f"table{number}" in e.tables for e in grid.experiments):
             continue
@@ -69,6 +72,10 @@ def build_headline(grid: Any) -> dict[str, dict[str, float]]:
                 cell = None if main is None else main.cells.get(column)
                 if cell is None or not cell.values:
                     continue
+                key = (column.dataset, column.subset, column.metric, column.normaliser, tuple(cell.runs), cell.paper)
+                if key in seen:
+                    continue
+                seen.add(key)
                 numbers = {"ours": round(cell.mean, 4)}
                 if cell.paper is not None:
                     numbers["paper"] = round(cell.paper, 4)
