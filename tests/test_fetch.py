@@ -6,6 +6,7 @@ by a stand-in for ``gdown.download``).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.server
 import io
@@ -418,8 +419,17 @@ def test_published_member_checksum_mismatch_installs_nothing(tmp_path, server):
     server.serve("/cofw68/COFW_color.zip", cofw)
     server.serve("/cofw68/cofw68-benchmark-f9af958.zip", repo)
 
-    with pytest.raises(FetchError) as info:
+    # The stand-in COFW_color.zip is not the file of the CaltechDATA record (md5 and size published):
+    with pytest.raises(FetchError, match="expected 503327162 bytes from the manifest"):
         fetch_dataset("cofw68", options(tmp_path, server.url))
+    assert all_files(tmp_path / "raw") == [] and not (tmp_path / "lock.yaml").exists()
+
+    # Without those two facts it is taken, and the repository archive's member check is what refuses:
+    real = load_manifest("cofw68")
+    cofw_entry = dataclasses.replace(real.file("COFW_color.zip"), md5=None, size=None)
+    stand_in = dataclasses.replace(real, files=(cofw_entry, *real.files[1:]))
+    with pytest.raises(FetchError) as info:
+        fetch_dataset(stand_in, options(tmp_path, server.url))
 
     assert "cofw68_test_bboxes.mat" in str(info.value) and "d6536a2cde2117a6218b4b72fea55685" in str(info.value)
     assert all_files(tmp_path / "raw" / "cofw68") == ["COFW_test_color.mat", "COFW_train_color.mat"]
@@ -524,3 +534,101 @@ def test_fetch_refuses_to_mix_real_files_into_a_synthetic_root(tmp_path, server)
     (raw / "SYNTHETIC.json").write_text('{"synthetic": true}')
     with pytest.raises(FetchError, match="synthetic"):
         fetch_dataset(manifest([plain_file("weights.bin")]), options(tmp_path, server.url))
+
+
+# --------------------------------------------------------------------------------------------------
+# bounded extraction
+
+
+def deflated_zip(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_a_small_archive_expanding_past_the_ratio_bound_installs_and_records_nothing(tmp_path, server):
+    from ccdn.data.archive import MAX_RATIO, RATIO_FLOOR_BYTES
+
+    zeros = b"\0" * (RATIO_FLOOR_BYTES + 2**20)  # 65 MiB of zeros deflate to ~65 kB: a ratio of ~1000
+    bomb = deflated_zip({"data/ok.txt": b"ok", "data/zeros.bin": zeros})
+    assert len(bomb) * MAX_RATIO < RATIO_FLOOR_BYTES  # so the floor is the bound
+    server.serve("/toy/bomb.zip", bomb)
+    entry = {"name": "bomb.zip", "description": "archive", "method": "http", "urls": ["http://unused.invalid/a"],
+             "expect": ["data/ok.txt"]}  # fmt: skip
+
+    with pytest.raises(FetchError) as info:
+        fetch_dataset(manifest([entry]), options(tmp_path, server.url))
+
+    message = str(info.value)
+    assert "bomb.zip: unpacking would write" in message and f"{len(zeros) + 2} bytes in 2 members" in message
+    assert "nothing was installed or recorded" in message
+    assert all_files(tmp_path / "raw") == []  # no staging, no content, downloaded archive removed
+    assert not (tmp_path / "lock.yaml").exists()
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar"])
+def test_manifest_bounds_limit_size_and_member_count(tmp_path, server, kind):
+    members = {f"data/{i}.txt": b"x" * 100 for i in range(40)}
+    payload = zip_bytes(members) if kind == "zip" else tar_bytes(members)
+    name = "toy.zip" if kind == "zip" else "toy.tar.gz"
+    server.serve(f"/toy/{name}", payload)
+    base = {"name": name, "description": "archive", "method": "http", "urls": ["http://unused.invalid/a"],
+            "expect": ["data/0.txt"]}  # fmt: skip
+    for bound, announced in (({"unpacked_size": 2000}, "4000 bytes in 40 members"),  # 2000 + 25 % < 4000
+                             ({"members": 8}, "4000 bytes in 40 members")):  # 8 + 25 % + 16 < 40
+        with pytest.raises(FetchError, match=announced):
+            fetch_dataset(manifest([{**base, **bound}]), options(tmp_path, server.url))
+        assert all_files(tmp_path / "raw") == [] and not (tmp_path / "lock.yaml").exists()
+    fetch_dataset(manifest([{**base, "unpacked_size": 4000, "members": 40}]), options(tmp_path, server.url))
+    assert len(all_files(tmp_path / "raw" / "toy" / "data")) == 40
+
+
+def test_the_byte_count_while_writing_stops_an_archive_whose_headers_understate(tmp_path, monkeypatch):
+    import ccdn.data.archive as archive
+    from ccdn.data.archive import ExtractionLimits
+
+    bomb = tmp_path / "bomb.zip"
+    bomb.write_bytes(deflated_zip({"a.bin": b"\0" * 5 * archive.COPY_CHUNK, "b.bin": b"\0" * 10}))
+    monkeypatch.setattr(archive, "_check_totals", lambda *args: None)  # as if the headers had lied
+    with pytest.raises(FetchError, match=r"more than 3145728 bytes \(stopped at 'a.bin'\)"):
+        safe_extract(bomb, tmp_path / "out", "zip", ExtractionLimits(3 * archive.COPY_CHUNK, 10, "test"))
+    assert (tmp_path / "out" / "a.bin").stat().st_size <= 3 * archive.COPY_CHUNK  # stopped, not written out
+
+
+def test_a_published_md5_and_size_are_checked_before_unpacking(tmp_path, server):
+    archive = zip_bytes({"data/ok.txt": b"ok"})
+    server.serve("/toy/rec.zip", archive)
+    base = {"name": "rec.zip", "description": "archive", "method": "http", "urls": ["http://unused.invalid/a"],
+            "expect": ["data/ok.txt"], "registration": "https://data.example.org/records/1"}  # fmt: skip
+    wrong_md5 = hashlib.md5(b"another file").hexdigest()
+    with pytest.raises(FetchError, match=f"published md5 is {wrong_md5} \\(published at https://data.example.org"):
+        fetch_dataset(manifest([{**base, "md5": wrong_md5}]), options(tmp_path, server.url))
+    assert all_files(tmp_path / "raw") == [] and not (tmp_path / "lock.yaml").exists()
+    fetch_dataset(manifest([{**base, "md5": hashlib.md5(archive).hexdigest(), "size": len(archive)}]),
+                  options(tmp_path, server.url))
+    assert all_files(tmp_path / "raw" / "toy") == ["data/ok.txt"]
+
+
+def test_shipped_manifests_carry_the_published_cofw_checksum_and_true_sources():
+    cofw = load_manifest("cofw68").file("COFW_color.zip")
+    assert (cofw.md5, cofw.size, cofw.members) == ("8b21d126c4e1fb307cb463578eef0511", 503_327_162, 2)
+    aflw_text = (Path(load_manifest("aflw").path)).read_text()
+    assert "BEL_regression" in aflw_text and "DS_DATA.md" in aflw_text
+
+
+def test_an_html_answer_for_any_ibug_annotation_zip_asks_for_placement_by_hand(tmp_path, server, monkeypatch,
+                                                                               capsys):
+    ibug = ("afw.zip", "helen.zip", "lfpw.zip", "ibug.zip")
+    for name in ibug:
+        server.serve(f"/300w/{name}", b"<html><form>register</form></html>", "text/html; charset=utf-8")
+    argv = ["fetch", "300w", "--root", str(tmp_path / "raw"), "--lock", str(tmp_path / "lock.yaml"),
+            "--base-url", server.url, "--no-progress", "--retries", "0"]  # fmt: skip
+    assert run_cli(argv, monkeypatch) == 1
+    err = capsys.readouterr().err
+    for name in ibug:
+        block = err[err.index(f"  {name}  ("):]
+        block = block[: block.index("then EITHER")]
+        assert "HTML page instead of the file" in block, name
+        assert "get it from: https://ibug.doc.ic.ac.uk/resources/facial-point-annotations/" in block, name

@@ -219,7 +219,7 @@ def check_part(
     if sha_bad:
         detail = f"expected sha256 {expected_sha256} from {expected_from}, got {actual}"
     else:
-        detail = f"expected {expected_size} bytes from {expected_from}, got {size}"
+        detail = f"expected {expected_size} bytes from the manifest, got {size}"
     raise FetchError(
         f"{dest.name}: downloaded file is corrupt or not the expected file ({detail}). It was deleted; "
         f"nothing was written to {dest}. Rerun to try again; if it keeps failing, the upstream file "

@@ -24,6 +24,7 @@ from ccdn.data.archive import (
     find_content_root,
     merge_move,
     move_file,
+    extraction_limits,
     safe_extract,
 )
 from ccdn.data.download import (  # noqa: F401  (re-exported: the public fetch API)
@@ -147,6 +148,7 @@ def _install_file(
         downloaded_now = True
     size = file_path.stat().st_size
     try:
+        _check_published(source, file_path, size)
         _place(source, file_path, outcome.raw_root, Path(options.root))
     except FetchError:
         if downloaded_now:  # never keep (or trust) a file we fetched that turned out bad
@@ -157,6 +159,19 @@ def _install_file(
         log(f"{source.name}: recorded sha256 {sha} in {lock.path} (commit it)")
     outcome.installed.append(source.name)
     log(f"{source.name}: installed into {outcome.raw_root / source.dest}")
+
+
+def _check_published(source: SourceFile, path: Path, size: int) -> None:
+    """A published size and md5 (e.g. a data repository's record) must match before anything is unpacked."""
+    where = f" (published at {source.registration})" if source.registration else ""
+    if source.size is not None and size != source.size:
+        raise FetchError(f"{path}: {size} bytes, but the published size is {source.size}{where}. It is truncated "
+                         "or not the right file: delete it and fetch again.")
+    if source.md5 is not None:
+        actual = file_digest(path, "md5")
+        if actual != source.md5:
+            raise FetchError(f"{path}: md5 is {actual}, but the published md5 is {source.md5}{where}. It is not "
+                             "the right file or it is damaged: delete it and fetch again.")
 
 
 def _expected_sha256(source: SourceFile, lock: ChecksumLock, key: str) -> str | None:
@@ -227,7 +242,9 @@ def _place(source: SourceFile, file_path: Path, raw_root: Path, root: Path) -> N
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".staging-{raw_root.name}-"))
     try:
-        safe_extract(file_path, staging, source.archive)
+        limits = extraction_limits(file_path.stat().st_size, unpacked_size=source.unpacked_size,
+                                   members=source.members)
+        safe_extract(file_path, staging, source.archive, limits)
         content = find_content_root(staging, source.expect)
         if content is None:
             top = sorted(p.name for p in staging.iterdir())[:10]
@@ -252,7 +269,7 @@ def _check_members(source: SourceFile, archive: Path, content: Path) -> None:
     for member in source.member_checksums:
         path = content / member.path
         if not path.is_file():
-            raise FetchError(f"{archive}: member {member.path!r} with a published checksum is missing")
+            raise FetchError(f"{archive}: member {member.path!r} with a checksum in the manifest is missing")
         for algorithm, expected in (("md5", member.md5), ("sha256", member.sha256)):
             if expected is None:
                 continue
@@ -260,7 +277,7 @@ def _check_members(source: SourceFile, archive: Path, content: Path) -> None:
             if actual != expected:
                 raise FetchError(
                     f"{archive}: member {member.path!r} has {algorithm} {actual}, expected {expected} "
-                    "(published checksum). Nothing was installed; the archive is not the expected version."
+                    "(the manifest's checksum). Nothing was installed; the archive is not the expected version."
                 )
 
 

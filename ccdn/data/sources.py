@@ -32,7 +32,8 @@ _TOP_KEYS = {
 }  # fmt: skip
 _FILE_KEYS = {
     "name": True, "description": True, "method": True, "urls": False, "gdrive_id": False,
-    "sha256": False, "size": False, "size_note": False, "archive": False, "dest": False,
+    "sha256": False, "md5": False, "size": False, "size_note": False, "unpacked_size": False, "members": False,
+    "archive": False, "dest": False,
     "keep": False, "expect": True, "member_checksums": False, "licence": False,
     "registration": False, "notes": False,
 }  # fmt: skip
@@ -71,8 +72,11 @@ class SourceFile:
     urls: tuple[str, ...] = ()
     gdrive_id: str | None = None
     sha256: str | None = None
+    md5: str | None = None  # a published md5 (e.g. a data repository's record), checked on every fetch
     size: int | None = None
     size_note: str | None = None
+    unpacked_size: int | None = None  # bytes the archive unpacks to (bounds extraction, +25 %)
+    members: int | None = None  # entries in the archive (bounds extraction, +25 %)
     archive: str = "none"
     dest: str = "."
     keep: tuple[str, ...] = ()
@@ -191,6 +195,8 @@ def _parse_file(raw: Any, where: str) -> SourceFile:
     keep = tuple(_relative_path(p, "keep", where) for p in _text_list(entry, "keep", where))
     if keep and archive == "none":
         raise ManifestError(f"{where}: 'keep' only applies to archives")
+    if archive == "none" and (entry.get("unpacked_size") is not None or entry.get("members") is not None):
+        raise ManifestError(f"{where}: 'unpacked_size' and 'members' only apply to archives")
     return SourceFile(
         name=name,
         description=_text(entry, "description", where),
@@ -199,8 +205,11 @@ def _parse_file(raw: Any, where: str) -> SourceFile:
         urls=urls,
         gdrive_id=gdrive_id,
         sha256=_checksum(entry.get("sha256"), _SHA256, "sha256", where),
+        md5=_checksum(entry.get("md5"), _MD5, "md5", where),
         size=_size(entry.get("size"), where),
         size_note=_optional_text(entry, "size_note", where),
+        unpacked_size=_size(entry.get("unpacked_size"), where, "unpacked_size"),
+        members=_size(entry.get("members"), where, "members"),
         archive=archive,
         dest=dest,
         keep=keep,
@@ -289,9 +298,9 @@ def _checksum(value: Any, pattern: re.Pattern[str], kind: str, where: str) -> st
     return value.lower()
 
 
-def _size(value: Any, where: str) -> int | None:
+def _size(value: Any, where: str, key: str = "size") -> int | None:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ManifestError(f"{where}: 'size' must be a positive number of bytes (or null), got {value!r}")
+        raise ManifestError(f"{where}: {key!r} must be a positive whole number (or null), got {value!r}")
     return value
