@@ -545,6 +545,8 @@ def test_wilcoxon_drops_zero_differences_and_returns_one_when_all_tie():
     # one negative of rank 1 among six: P(W- <= 1) = 2 / 64, two-sided 0.0625
     assert wilcoxon_p(np.array([-1.0, 2.0, 3.0, 4.0, 5.0, 6.0])) == pytest.approx(0.0625)
     assert wilcoxon_p(np.zeros(4)) == 1.0
+    # tied magnitudes, all positive: still the most extreme of the 2**6 sign patterns, p = 2 / 64
+    assert wilcoxon_p(np.ones(6)) == pytest.approx(2 / 64)
 
 
 def test_paired_comparison_is_a_minus_b_on_the_same_faces():
