@@ -29,7 +29,10 @@ __all__ = [
     "save_torch",
     "fsync_dir",
     "file_mode",
+    "remove_stale_temporaries",
 ]
+
+TEMP_SUFFIX = ".tmp"
 
 
 def file_mode() -> int:
@@ -53,6 +56,22 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the writer's leftovers (``.NAME.XXXX.tmp``) in ``folder``; returns what was removed.
+
+    A process killed between writing its temporary file and the rename (``kill -9``, a node
+    failure) leaves one behind, possibly as large as a checkpoint. Call this only where no other
+    process is writing (a run directory when its one job starts).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.iterdir() if p.name.startswith(".") and p.name.endswith(TEMP_SUFFIX) and p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; when the block succeeds it replaces ``path``.
@@ -62,7 +81,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:

@@ -13,8 +13,10 @@ parallel job held the SQLite lock, and every job of a grid must still end up in 
   counted; after ``max_failures`` consecutive failures the tracker switches itself off.
 - HTTP calls get short timeouts and few retries (``MLFLOW_HTTP_REQUEST_*`` defaults set here unless
   the user set them), so an unreachable server costs seconds, not minutes.
-- The run id is stored in ``<run_dir>/tracking.json``: a requeued job continues the same MLflow run,
-  and ``ccdn evaluate`` attaches its results to the run that trained the model.
+- The run id is stored in ``<run_dir>/tracking.json``: a requeued job continues the same MLflow run
+  (even when its predecessor died before the first checkpoint), and ``ccdn evaluate`` attaches its
+  results to the run that trained the model. A run left RUNNING by a dead job whose directory is
+  taken over by another recipe is closed as KILLED.
 """
 
 from __future__ import annotations
@@ -154,8 +156,13 @@ class Tracker:
 
     # ----------------------------------------------------------------------------------- lifecycle
     def start(self, *, params: Mapping[str, str] | None = None, tags: Mapping[str, str] | None = None,
-              run_id: str | None = None) -> str | None:
-        """Create the run (or continue ``run_id``), logging ``params`` and ``tags`` once. Returns the id."""
+              run_id: str | None = None, continue_if: Mapping[str, str] | None = None) -> str | None:
+        """Create the run (or continue ``run_id``), logging ``params`` and ``tags`` once. Returns the id.
+
+        With ``continue_if``, ``run_id`` is continued only when its tags hold those values; otherwise
+        it belongs to another recipe that died in this run directory: it is closed as KILLED (if it was
+        left RUNNING) and a new run is created.
+        """
         if not self.enabled:
             return None
         if self.experiment is None:
@@ -164,7 +171,12 @@ class Tracker:
         if self.experiment_id is None:
             self._give_up("cannot reach the tracking store; this run is not tracked")
             return None
-        if run_id and self._call("find run", lambda: self._get_client().get_run(run_id)) is not None:
+        previous = self._call("find run", lambda: self._get_client().get_run(run_id)) if run_id else None
+        if previous is not None and continue_if and any(previous.data.tags.get(k) != v for k, v in continue_if.items()):
+            if previous.info.status == "RUNNING":
+                self._call("close dead run", lambda: self._get_client().set_terminated(run_id, status="KILLED"))
+            previous = None
+        if previous is not None:
             self.run_id = run_id
             self._call("reopen run", lambda: self._get_client().update_run(run_id, status="RUNNING"))
             if tags:

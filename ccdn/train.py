@@ -40,6 +40,7 @@ from ccdn.config import (
     read_yaml,
     save_config,
 )
+from ccdn.io import remove_stale_temporaries
 from ccdn.distributed import (
     broadcast_object,
     cleanup_distributed,
@@ -94,6 +95,10 @@ def prepare_run_dir(config: dict[str, Any], run_dir: Path, *, restart: bool = Fa
             detail = "; ".join(f"{k}: stored {theirs.get(k)!r}, now {ours.get(k)!r}" for k in diff[:8])
             raise ConfigError(f"{run_dir} holds a run with a different config ({detail}); pass another --run-dir "
                               f"(or tracking.run_name=...) or delete {run_dir} to start over")
+    removed = remove_stale_temporaries(run_dir) + remove_stale_temporaries(ckpt.checkpoint_dir(run_dir))
+    if removed:  # a job killed mid-write (kill -9, node failure) leaves its temporary file
+        print(f"[ccdn train] removed {len(removed)} stale temporary file(s): "
+              f"{', '.join(str(p) for p in removed)}", file=sys.stderr)
     save_config(config, stored_path)
     return existing
 

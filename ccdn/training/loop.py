@@ -427,13 +427,14 @@ class Trainer:
         self.tracker = tracking.Tracker(
             experiment=cfg["tracking"]["experiment"] or tracking.experiment_name(cfg["data"]["dataset"]),
             run_name=default_run_name(cfg), enabled=bool(cfg["tracking"]["enabled"]))
-        record = tracking.read_record(self.run_dir) if resumed else None
+        record = tracking.read_record(self.run_dir)  # also after a death before the first checkpoint
         tags = {**tracking.environment_tags(), "config_hash": config_hash(cfg), "model": cfg["model"]["name"],
                 "dataset": cfg["data"]["dataset"], "seed": str(cfg["seed"]), "run_dir": str(self.run_dir.resolve()),
                 "synthetic": str(bool(self.train_split.synthetic)).lower(), "world_size": str(self.info.world_size),
                 **{str(k): str(v) for k, v in cfg["tracking"]["tags"].items()}}
         self.tracker.start(params=tracking.params_from_flat(flatten_config(cfg)), tags=tags,
-                           run_id=(record or {}).get("run_id"))
+                           run_id=(record or {}).get("run_id"),
+                           continue_if=None if resumed else {"config_hash": tags["config_hash"]})
         if self.restarts:
             self.tracker.set_tags({"restarts": json.dumps(self.restarts), "restart_count": len(self.restarts)})
         self.tracker.save_record(self.run_dir)
