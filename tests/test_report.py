@@ -812,6 +812,10 @@ def test_readme_lists_only_what_the_grid_makes(grid, tmp_path):
     assert "fig5_ced_300w_challenging" in text and "fig7_ced_aflw_full" not in text and "fig8" not in text
     assert "learning_curves.png" in text and "occlusion.md" in text
     assert text.index("## Summary") < text.index("## Outputs")  # the summary opens the README
+    # Fig. 5 is drawn from the Table 2 runs on 300W: 4 experiments × 2 seeds, 2 epochs × 1.5 s each
+    # (the mean shape does not train), one 0.25 s evaluation each
+    assert "Fig. 5: 8 runs, training 18.0 s, evaluation 2.0 s" in text
+    assert "Learning curves: 12 runs, training 30.0 s" in text  # the runs of Tables 2, 4 and 5
 
 
 def test_paper_grid_cost_per_table_counts_each_tables_runs(capsys):
