@@ -110,6 +110,7 @@ EXPERIMENTS = [
 BASE = {"baseline-300w": 7.0, "ccdn-300w": 5.0, "ccdn-300w-p2": 5.5, "ccdn-300w-g1": 6.5, "ccdn-aflw": 1.0,
         "ccdn-wflw": 4.0, "mynet-300w": 8.0, "ccdn-300w-p1": 6.0, "mean-shape-300w": 10.0}
 EPOCH_SECONDS = 1.5
+STEPS_PER_EPOCH = 4
 EVAL_SECONDS = 0.25
 OFFSET = {"common": -1.0, "challenging": 0.5, "full": 0.0, "frontal": -0.2, "pose": 3.0, "expression": 0.4,
           "illumination": 0.1, "makeup": 0.2, "occlusion": 1.0, "blur": 0.6}
@@ -133,6 +134,7 @@ def write_fake_run(grid: FakeGrid, run: FakeRun) -> None:
     history = [{"epoch": 0, "val_nme": BASE[e.id] * 4}] + [
         {"epoch": k, "val_nme": BASE[e.id] * (3 - k), "epoch_seconds": EPOCH_SECONDS} for k in range(1, epochs + 1)]
     (run_dir / "history.json").write_text(json.dumps(history))
+    (run_dir / "DONE").write_text(json.dumps({"epochs": epochs, "global_step": STEPS_PER_EPOCH * epochs}) + "\n")
     for dataset in e.evaluate:
         subsets = {}
         for subset in SUBSETS[dataset]:
@@ -500,6 +502,10 @@ def test_cli_dispatches_each_report_command(grid, tmp_path, monkeypatch, capsys)
     assert (tmp_path / "t" / "table4_aflw.tex").is_file()
     args = _cli(["report", "summary", "--config", "grid.yaml", "--out", str(tmp_path / "s.json")])
     assert args.func(args) == 0 and json.loads((tmp_path / "s.json").read_text())["synthetic"] is True
+    args = _cli(["report", "compute", "--config", "grid.yaml", "--out", str(tmp_path / "c.md"),
+                 "--data", str(tmp_path / "c.json")])
+    assert args.func(args) == 0 and json.loads((tmp_path / "c.json").read_text())["all_tables"]["runs"] == 18
+    assert "ccdn report compute --config grid.yaml" in (tmp_path / "c.md").read_text()
     args = _cli(["report", "readme", "--config", "grid.yaml", "--out", str(tmp_path / "README.md"),
                  "--workflow", str(tmp_path / "none")])
     assert args.func(args) == 0 and "ccdn report figure fig8 --config grid.yaml" in (tmp_path / "README.md").read_text()
@@ -654,13 +660,45 @@ def test_the_shipped_claims_file_is_valid_and_bad_entries_name_the_file(tmp_path
     assert str(bad) in str(info.value)
 
 
-def test_recipe_notes_give_epochs_faces_and_seconds_per_row(grid, tmp_path):
-    markdown = write_table(grid, 2, tmp_path)[0].read_text()
-    # two seeds × two epochs × 1.5 s; two evaluations on 300W × 0.25 s; 64 prepared training faces
-    assert "- ours — CCDN (ccdn-300w): ccdn, 64 px, 1 HG × 32 ch, ≤ 96 train images; 2 epochs × 64 training faces; " \
-           "2 runs: training 6.0 s, evaluation 0.5 s (cpu)" in markdown
-    assert "0 epochs × 64 training faces" in markdown  # the mean shape does not train
-    assert "compute: 8 runs, training 18.0 s, evaluation 2.0 s on cpu" in markdown
+def test_recipe_notes_give_epochs_faces_images_and_steps_per_row_and_never_seconds(grid, tmp_path):
+    paths = write_table(grid, 2, tmp_path)
+    markdown = paths[0].read_text()
+    # two epochs × 64 prepared training faces, 4 optimiser steps per epoch (DONE), two seeds
+    assert "- ours — CCDN (ccdn-300w): ccdn, 64 px, 1 HG × 32 ch, ≤ 96 train images; 2 epochs × 64 training faces " \
+           "= 128 images seen, 8 optimiser steps per run; 2 runs (cpu)" in markdown
+    assert "0 epochs × 64 training faces = 0 images seen, 0 optimiser steps" in markdown  # the mean shape
+    # 8 runs: 6 that train (128 images, 8 steps each) and 2 mean-shape runs
+    assert "compute: 8 runs, 768 images seen, 48 optimiser steps on cpu" in markdown
+    for path in paths:  # measured seconds are only in results/compute.md
+        assert re.search(r"\d s\b|\bmin\b", path.read_text()) is None, path
+
+
+def test_compute_report_sums_measured_seconds_per_table_figure_and_run(grid, tmp_path):
+    from ccdn.report.timings import write_compute
+
+    md_path, json_path = write_compute(grid, tmp_path / "compute.md", tmp_path / "metrics" / "compute.json")
+    data = json.loads(json_path.read_text())
+    # Table 2: 8 runs (6 train 2 epochs × 1.5 s; the mean shape does not), one 0.25 s 300W evaluation each
+    assert data["tables"]["Table 2"] == {"runs": 8, "train_seconds": 18.0, "eval_seconds": 2.0, "devices": ["cpu"]}
+    assert data["tables"]["Table 3"] == {"runs": 6, "train_seconds": 12.0, "eval_seconds": 1.5, "devices": ["cpu"]}
+    # every run once; the 300W and COFW-68 evaluations of Baseline, CCDN and the mean shape both counted
+    assert data["all_tables"] == {"runs": 18, "train_seconds": 48.0, "eval_seconds": 6.0, "devices": ["cpu"]}
+    assert data["figures"]["Fig. 5"]["train_seconds"] == 18.0
+    assert data["runs"]["ccdn-300w-s0"] == {"train_seconds": 3.0, "eval_seconds": {"300w": 0.25, "cofw68": 0.25},
+                                            "devices": ["cpu"]}
+    text = md_path.read_text()
+    assert "| Table 2 | 8 | 18.0 s | 2.0 s | cpu |" in text and "| All tables | 18 | 48.0 s | 6.0 s | cpu |" in text
+    assert "| `ccdn-300w-s0` | 3.0 s | 300w 0.2 s, cofw68 0.2 s | cpu |" in text
+    assert SYNTHETIC_MARK.capitalize() in text and "only outputs of the pipeline that change between reruns" in text
+
+
+def test_grid_and_report_agree_on_the_two_measured_files():
+    from ccdn.grid import load_grid
+    from ccdn.report.compute import compute_paths
+
+    real = load_grid("config/config.yaml")  # Snakemake's outputs (ccdn.grid) = what the report links
+    assert compute_paths(real.results_dir) == [real.compute_report_path, real.compute_data_path]
+    assert {p.relative_to(real.results_dir).as_posix() for p in compute_paths(real.results_dir)} == MEASURED
 
 
 def test_missing_history_names_the_training_target(grid, tmp_path):
@@ -700,33 +738,60 @@ def test_headline_is_one_small_file_per_table_column(grid, tmp_path):
     assert not (tmp_path / "headline" / "stale.json").exists()
 
 
-def test_every_report_output_is_byte_identical_when_rebuilt(grid, tmp_path):
+MEASURED = {"compute.md", "metrics/compute.json"}  # the only results files holding wall-clock seconds
+
+
+def build_results(grid: FakeGrid, out: Path) -> dict[str, bytes]:
+    """Every report output of the grid under ``out`` (as the pipeline makes them), by relative path."""
     from ccdn.report.occlusion import write_occlusion
+    from ccdn.report.timings import write_compute
 
+    for number in range(2, 8):
+        write_table(grid, number, out / "tables")
+    for name in ("fig5", "fig7", "fig8"):
+        write_figure(grid, name, out / "figures", out / "metrics")
+    write_learning_curves(grid, out / "figures", out / "metrics")
+    write_occlusion(grid, out / "tables", out / "figures", out / "metrics")
+    write_headline(grid, out / "metrics" / "headline")
+    write_summary(grid, out / "metrics" / "summary.json")
+    write_compute(grid, out / "compute.md", out / "metrics" / "compute.json")
+    write_readme(grid, out / "README.md", "config/config.yaml", grid.root / "no-workflow")
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def test_every_report_output_is_byte_identical_when_rebuilt(grid, tmp_path):
     write_occluded_cofw(grid, visible_px=1.0, occluded_px=3.0)
-    def build(out: Path) -> dict[str, bytes]:
-        for number in range(2, 8):
-            write_table(grid, number, out / "tables")
-        for name in ("fig5", "fig7", "fig8"):
-            write_figure(grid, name, out / "figures", out / "metrics")
-        write_learning_curves(grid, out / "figures", out / "metrics")
-        write_occlusion(grid, out / "tables", out / "figures", out / "metrics")
-        write_headline(grid, out / "metrics" / "headline")
-        write_summary(grid, out / "metrics" / "summary.json")
-        write_readme(grid, out / "README.md", "config/config.yaml", tmp_path / "no-workflow")
-        return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
-
     results = grid.results_dir
-    first = build(results)
+    first = build_results(grid, results)
     readme = (results / "README.md").read_text()
     links = re.findall(r"\]\(([^)]+)\)", readme)
     assert len(links) > 30 and [link for link in links if not (results / link).exists()] == []  # all there
+    assert MEASURED <= set(links) | {"metrics/compute.json"} and MEASURED <= first.keys()
     shutil.rmtree(results)
-    second = build(results)
+    second = build_results(grid, results)
     assert first.keys() == second.keys() and len(first) > 25
-    assert [name for name in first if first[name] != second[name]] == []
+    stable = [name for name in first if name not in MEASURED]  # every file but the two that measure
+    assert len(stable) == len(first) - 2
+    assert [name for name in stable if first[name] != second[name]] == []
     pdf = first["figures/fig5_ced_300w_challenging.pdf"]
     assert b"CreationDate" not in pdf and b"Matplotlib" not in pdf
+
+
+def test_changing_measured_seconds_changes_only_the_compute_files(grid):
+    write_occluded_cofw(grid, visible_px=1.0, occluded_px=3.0)
+    before = build_results(grid, grid.results_dir)
+    history_path = grid.run_dir("ccdn-300w-s0") / "history.json"
+    history = json.loads(history_path.read_text())
+    history_path.write_text(json.dumps([{**r, "epoch_seconds": 97.0} if "epoch_seconds" in r else r
+                                        for r in history]))  # a slower machine, same training
+    metrics_path = grid.metrics_path("ccdn-aflw-s1", "aflw")
+    metrics = json.loads(metrics_path.read_text())
+    metrics_path.write_text(json.dumps({**metrics, "timing": {"seconds": 41.0, "device": "cpu"}}))
+    after = build_results(grid, grid.results_dir)
+    assert before.keys() == after.keys()
+    assert {name for name in before if before[name] != after[name]} == MEASURED
+    assert json.loads(after["metrics/compute.json"])["runs"]["ccdn-300w-s0"]["train_seconds"] == 194.0
+    assert "| `ccdn-aflw-s1` | 3.0 s | aflw 41.0 s | cpu |" in after["compute.md"].decode()
 
 
 # ---------------------------------------------------------------------------------------------- occlusion
@@ -812,10 +877,13 @@ def test_readme_lists_only_what_the_grid_makes(grid, tmp_path):
     assert "fig5_ced_300w_challenging" in text and "fig7_ced_aflw_full" not in text and "fig8" not in text
     assert "learning_curves.png" in text and "occlusion.md" in text
     assert text.index("## Summary") < text.index("## Outputs")  # the summary opens the README
-    # Fig. 5 is drawn from the Table 2 runs on 300W: 4 experiments × 2 seeds, 2 epochs × 1.5 s each
-    # (the mean shape does not train), one 0.25 s evaluation each
-    assert "Fig. 5: 8 runs, training 18.0 s, evaluation 2.0 s" in text
-    assert "Learning curves: 12 runs, training 30.0 s" in text  # the runs of Tables 2, 4 and 5
+    # Fig. 5 is drawn from the Table 2 runs on 300W: 4 experiments × 2 seeds, 2 epochs × 64 faces and
+    # 8 steps each (the mean shape does not train)
+    assert "Fig. 5: 8 runs, 768 images seen, 48 optimiser steps" in text
+    # the runs of Tables 2, 4 and 5; AFLW has 32 training faces, WFLW 48
+    assert "Learning curves: 12 runs, 1,088 images seen, 80 optimiser steps" in text
+    assert "compute.md), the only output that changes between reruns (it measures, it does not report results)" in text
+    assert re.search(r"\d s\b|\bmin\b", text) is None  # no measured seconds in the README
 
 
 def test_paper_grid_cost_per_table_counts_each_tables_runs(capsys):

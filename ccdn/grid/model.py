@@ -163,6 +163,16 @@ class Grid:
         return self.metrics_dir / "summary.json"
 
     @property
+    def compute_report_path(self) -> Path:
+        """Measured seconds for people (= ``ccdn.report.compute.compute_paths``): changes on every rerun."""
+        return self.results_dir / "compute.md"
+
+    @property
+    def compute_data_path(self) -> Path:
+        """Measured seconds as data (= ``ccdn.report.compute.compute_paths``): changes on every rerun."""
+        return self.metrics_dir / "compute.json"
+
+    @property
     def readme_path(self) -> Path:
         return self.results_dir / "README.md"
 

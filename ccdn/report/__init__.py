@@ -7,7 +7,9 @@ and the readers of a run's evaluation files (each failing with the file and the
 Snakemake target that makes it).
 
 Modules: ``reference`` (the paper's numbers), ``tables`` (Tables 2-7), ``figures`` (Figs. 5, 7, 8),
-``summary`` (flat metrics JSON for ``dvc metrics show``), ``readme`` (results/README.md), ``cli``.
+``summary`` (flat metrics JSON for ``dvc metrics show``), ``readme`` (results/README.md), ``compute``
+(deterministic compute: epochs, faces, steps), ``timings`` (measured seconds: results/compute.md, the one
+output that changes between reruns), ``cli``.
 """
 
 from __future__ import annotations

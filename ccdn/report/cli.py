@@ -1,4 +1,5 @@
-"""``ccdn report {table,figure,summary,headline,occlusion,readme,metrics}``: thin wrappers over the report modules."""
+"""``ccdn report {table,figure,summary,headline,occlusion,compute,readme,metrics}``: thin wrappers over the report
+modules."""
 
 from __future__ import annotations
 
@@ -41,6 +42,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     occlusion.add_argument("--figures", type=Path, default=None, help="figure folder (default: <results>/figures)")
     occlusion.add_argument("--metrics-dir", type=Path, default=None,
                            help="where the curve data (CSV) go (default: <results>/metrics)")
+
+    compute = sub.add_parser("compute", help="measured training and evaluation seconds (the only output that changes "
+                             "between reruns)")
+    compute.add_argument("--config", default=DEFAULT_CONFIG, help=f"experiment grid (default {DEFAULT_CONFIG})")
+    compute.add_argument("--out", type=Path, default=None, help="Markdown file (default <results>/compute.md)")
+    compute.add_argument("--data", type=Path, default=None,
+                         help="JSON file (default <results>/metrics/compute.json)")
 
     readme = sub.add_parser("readme", help="results/README.md mapping outputs to rules and commands")
     _common(readme, "results/README.md", "output file")
@@ -98,6 +106,10 @@ def run(args: argparse.Namespace) -> int:
         from ccdn.report.summary import write_headline
 
         paths = write_headline(grid, args.out)
+    elif args.report_command == "compute":
+        from ccdn.report.timings import write_compute
+
+        paths = write_compute(grid, args.out, args.data, args.config)
     elif args.report_command == "summary":
         from ccdn.report.summary import write_summary
 

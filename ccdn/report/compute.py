@@ -1,10 +1,16 @@
-"""What stood behind a run: epochs, training faces, training and evaluation seconds, the device.
+"""What stood behind a run, deterministically: epochs, training faces, images seen, optimiser steps, device.
 
-Training seconds are the sum of ``epoch_seconds`` in ``runs/<run>/history.json`` (the optimisation
-steps of every epoch; validation, start-up and checkpoints are not counted); evaluation seconds and
-the devices come from the ``timing`` record of each ``metrics.json`` (``ccdn evaluate``) and the
-``device`` of the history records (training). They are
-measured wall-clock times: the one part of the report that changes when the runs are retrained.
+Two kinds of numbers, kept apart so that a rerun of the pipeline leaves ``results/`` byte-identical
+except for one pair of files:
+
+- **deterministic** (fixed by the config and the data): epochs (``runs/<run>/history.json`` records after
+  the epoch-0 validation), training faces per epoch (the prepared training split, capped by
+  ``train.limit_train_images``), images seen (epochs × faces), optimiser steps (``global_step`` of
+  ``runs/<run>/DONE``) and the device kind (``device`` of the history records and of each
+  ``metrics.json`` ``timing``). Tables, recipe notes and the README summary show only these (``describe``).
+- **measured** (wall-clock, different on every rerun): training and evaluation seconds. This module
+  never reads them; ``ccdn.report.timings`` does, and writes them to ``results/compute.md`` and
+  ``results/metrics/compute.json`` only (``compute_paths``).
 """
 
 from __future__ import annotations
@@ -19,17 +25,31 @@ import numpy as np
 
 from ccdn.report import ReportError, load_metrics, load_run_config
 
+COMPUTE_REPORT = "compute.md"  # in the results folder, linked from results/README.md
+COMPUTE_DATA = "compute.json"  # in <results>/metrics
+
+
+def compute_paths(results_dir: Path | str) -> list[Path]:
+    """The only two results files that hold measured seconds: ``<results>/compute.md`` and
+    ``<results>/metrics/compute.json`` (they change on every rerun; everything else is byte-stable)."""
+    return [Path(results_dir) / COMPUTE_REPORT, Path(results_dir) / "metrics" / COMPUTE_DATA]
+
 
 @dataclass(frozen=True)
 class RunCompute:
     """The compute of one run (and of the evaluations a table reads from it)."""
 
     run: str
+    datasets: tuple[str, ...]  # the evaluations read (a table's or figure's datasets of this run)
     epochs: int  # epochs trained (history records after the epoch-0 validation)
     train_faces: int | None  # faces per epoch (the prepared training split, capped by limit_train_images)
-    train_seconds: float
-    eval_seconds: float | None  # None when the metrics.json files carry no timing (older evaluations)
-    device: str | None
+    steps: int | None  # optimiser steps (DONE's global_step); None when the run has no DONE record
+    devices: tuple[str, ...]  # device kinds of the training and of the evaluations read
+
+    @property
+    def images_seen(self) -> int | None:
+        """Epochs × training faces."""
+        return None if self.train_faces is None else self.epochs * self.train_faces
 
 
 def load_history(grid: Any, run_name: str) -> list[dict]:
@@ -49,6 +69,21 @@ def load_history(grid: Any, run_name: str) -> list[dict]:
     return history
 
 
+def optimiser_steps(grid: Any, run_name: str) -> int | None:
+    """``global_step`` of ``runs/<run>/DONE`` (written when training finishes); None without that record."""
+    path = Path(grid.run_dir(run_name)) / "DONE"
+    if not path.is_file():
+        return None
+    try:
+        done = json.loads(path.read_text(encoding="utf-8") or "{}")
+    except (OSError, json.JSONDecodeError) as exc:
+        model = Path(grid.run_dir(run_name)) / "model.pt"
+        raise ReportError(f"{path}: not valid JSON ({exc}); delete it and {model}, then run "
+                          f"`snakemake --cores all {model}`") from exc
+    step = done.get("global_step") if isinstance(done, dict) else None
+    return int(step) if isinstance(step, int) else None
+
+
 def train_faces(grid: Any, run: Any, config: dict) -> int | None:
     """Faces per training epoch: the prepared training split, capped by ``train.limit_train_images``."""
     prepared = getattr(grid, "prepared_dir", None)
@@ -64,62 +99,69 @@ def train_faces(grid: Any, run: Any, config: dict) -> int | None:
 
 
 def run_compute(grid: Any, run: Any, datasets: Iterable[str]) -> RunCompute:
-    """Compute of ``run`` with the evaluation time of ``datasets`` (those a table reads)."""
-    history = load_history(grid, run.name)
-    trained = [r for r in history if int(r["epoch"]) >= 1]
-    seconds = [load_metrics(grid, run.name, d).get("timing") or {} for d in datasets]
-    eval_seconds = None if not seconds or any("seconds" not in s for s in seconds) else \
-        float(sum(float(s["seconds"]) for s in seconds))
-    devices = sorted({str(s["device"]) for s in seconds if s.get("device")}
+    """The deterministic compute of ``run`` and of its evaluations on ``datasets`` (those a table reads)."""
+    datasets = tuple(datasets)
+    trained = [r for r in load_history(grid, run.name) if int(r["epoch"]) >= 1]
+    timings = [load_metrics(grid, run.name, d).get("timing") or {} for d in datasets]
+    devices = sorted({str(t["device"]) for t in timings if t.get("device")}
                      | {str(r["device"]) for r in trained if r.get("device")})
-    return RunCompute(run=run.name, epochs=len(trained),
+    return RunCompute(run=run.name, datasets=datasets, epochs=len(trained),
                       train_faces=train_faces(grid, run, load_run_config(grid, run.name)),
-                      train_seconds=float(sum(float(r.get("epoch_seconds", 0.0)) for r in trained)),
-                      eval_seconds=eval_seconds, device=", ".join(devices) or None)
+                      steps=optimiser_steps(grid, run.name), devices=tuple(devices))
 
 
-def format_seconds(seconds: float | None) -> str:
-    """Seconds for people: '4.2 s', '3.1 min', '2.5 h'; '?' when unknown."""
-    if seconds is None:
-        return "?"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
+def _variants(values: Iterable[int | None]) -> str:
+    """'2', '2/3' (runs differ), '?' for an unknown value."""
+    return "/".join("?" if v is None else f"{v:,}" for v in sorted(set(values), key=lambda v: -1 if v is None else v))
 
 
 def describe(computes: list[RunCompute]) -> str:
-    """One line for the runs of a row: epochs × faces, summed training and evaluation time, device."""
+    """One deterministic line for the runs of a row: per run epochs × faces (images seen) and optimiser
+    steps, then the number of runs and the device kinds. Never seconds (they change between reruns)."""
     if not computes:
         return ""
-    epochs = sorted({c.epochs for c in computes})
-    faces = sorted({c.train_faces for c in computes}, key=lambda f: -1 if f is None else f)
-    face_text = "/".join("?" if f is None else str(f) for f in faces)
-    training = sum(c.train_seconds for c in computes)
-    evals = [c.eval_seconds for c in computes]
-    evaluation = None if any(e is None for e in evals) else sum(evals)
-    devices = sorted({c.device for c in computes if c.device})
+    images = _variants(c.images_seen for c in computes)
     runs = f"{len(computes)} run" + ("s" if len(computes) > 1 else "")
-    text = (f"{'/'.join(map(str, epochs))} epochs × {face_text} training faces; {runs}: training "
-            f"{format_seconds(training)}, evaluation {format_seconds(evaluation)}")
+    devices = sorted({d for c in computes for d in c.devices})
+    text = (f"{_variants(c.epochs for c in computes)} epochs × {_variants(c.train_faces for c in computes)} "
+            f"training faces = {images} images seen, {_variants(c.steps for c in computes)} optimiser steps per run; "
+            f"{runs}")
     return text + (f" ({', '.join(devices)})" if devices else "")
 
 
 @dataclass(frozen=True)
 class TableCompute:
-    """Compute summed over the distinct runs behind one table."""
+    """Deterministic compute summed over the distinct runs behind one table or figure."""
 
     runs: int
-    train_seconds: float
-    eval_seconds: float | None
+    images_seen: int | None  # None when a run's training faces are unknown
+    steps: int | None  # None when a run has no DONE record
     devices: tuple[str, ...]
 
 
+def distinct_runs(computes: Iterable[RunCompute]) -> list[RunCompute]:
+    """One entry per run (a run feeding two rows or blocks counts once), with the union of its datasets."""
+    merged: dict[str, RunCompute] = {}
+    for c in computes:
+        seen = merged.get(c.run)
+        if seen is None:
+            merged[c.run] = c
+        else:
+            merged[c.run] = RunCompute(c.run, tuple(dict.fromkeys(seen.datasets + c.datasets)), seen.epochs,
+                                       seen.train_faces, seen.steps, tuple(sorted(set(seen.devices + c.devices))))
+    return list(merged.values())
+
+
 def total(computes: Iterable[RunCompute]) -> TableCompute:
-    """Sum over distinct runs (a run feeding two rows or blocks is counted once)."""
-    unique = {c.run: c for c in computes}
-    evals = [c.eval_seconds for c in unique.values()]
-    return TableCompute(runs=len(unique), train_seconds=sum(c.train_seconds for c in unique.values()),
-                        eval_seconds=None if any(e is None for e in evals) else float(sum(evals)),
-                        devices=tuple(sorted({c.device for c in unique.values() if c.device})))
+    """Runs, images seen and optimiser steps summed over distinct runs, and their device kinds."""
+    runs = distinct_runs(computes)
+    images = [c.images_seen for c in runs]
+    steps = [c.steps for c in runs]
+    return TableCompute(runs=len(runs), images_seen=None if None in images else sum(images),  # type: ignore[arg-type]
+                        steps=None if None in steps else sum(steps),  # type: ignore[arg-type]
+                        devices=tuple(sorted({d for c in runs for d in c.devices})))
+
+
+def count_text(value: int | None) -> str:
+    """'1,024'; '?' when unknown."""
+    return "?" if value is None else f"{value:,}"

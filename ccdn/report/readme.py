@@ -1,6 +1,7 @@
 """``results/README.md``: a one-screen summary (per table: the claim verdicts, how far our rows are
-below the mean-shape floor, the compute), then what each table and figure is and which Snakemake
-rule and command make it.
+below the mean-shape floor, the deterministic compute), then what each table and figure is and which
+Snakemake rule and command make it. Measured seconds are not here: the README links to
+``results/compute.md`` (``ccdn.report.timings``), the one output that changes between reruns.
 
 The rule names are read from ``workflow/`` (the rule whose body calls ``ccdn report table`` etc.), so
 the README stays right when rules are renamed; the output file itself is always a valid Snakemake target.
@@ -18,7 +19,7 @@ from typing import Any
 from ccdn.io import write_text
 from ccdn.report import SYNTHETIC_MARK, is_synthetic
 from ccdn.report.analysis import analyse, load_claims
-from ccdn.report.compute import format_seconds, run_compute, total
+from ccdn.report.compute import COMPUTE_REPORT, compute_paths, count_text, run_compute, total
 from ccdn.report.curves import LEARNING_STEM, learning_paths
 from ccdn.report.figures import CED_FIGURES, FIG8_STEM, figure_paths
 from ccdn.report.occlusion import OCCLUSION_STEM, occlusion_paths
@@ -85,7 +86,7 @@ def products(grid: Any, config_path: str, workflow_dir: Path) -> list[Product]:
             continue
         files = (learning_paths(figures_dir, metrics_dir) if name == LEARNING_STEM
                  else figure_paths(name, figures_dir, metrics_dir))
-        items.append(Product(_figure_title(name), FIGURE_CAPTIONS[name], files,
+        items.append(Product(figure_title(name), FIGURE_CAPTIONS[name], files,
                              f"ccdn report figure {name} --config {config_path} --out {figures_dir}",
                              find_rule(workflow_dir, "report figure",
                                        (f"report figure {name}", _figure_stem(name), f'"{name}"'))))
@@ -103,6 +104,10 @@ def products(grid: Any, config_path: str, workflow_dir: Path) -> list[Product]:
                                      "file per column (`dvc metrics show`).", [headline],
                          f"ccdn report headline --config {config_path} --out {headline}",
                          find_rule(workflow_dir, "report headline")))
+    items.append(Product("Compute (measured)", "Training and evaluation seconds per run, summed per table and figure, "
+                         "with the device: the only output that changes between reruns.", compute_paths(results),
+                         f"ccdn report compute --config {config_path} --out {results / COMPUTE_REPORT}",
+                         find_rule(workflow_dir, "report compute")))
     return items
 
 
@@ -115,7 +120,8 @@ def made(grid: Any, name: str) -> bool:
     return name in listed
 
 
-def _figure_title(name: str) -> str:
+def figure_title(name: str) -> str:
+    """'Fig. 5', 'Learning curves', 'Occlusion stress'."""
     return {LEARNING_STEM: "Learning curves", OCCLUSION_STEM: "Occlusion stress"}.get(name, f"Fig. {name[3:]}")
 
 
@@ -148,25 +154,23 @@ def figure_evaluations(grid: Any, name: str) -> list[tuple[Any, str]]:
     return [(run, dataset) for run in grid.runs if table in run.experiment.tables and dataset in run.experiment.evaluate]
 
 
-def figure_compute_lines(grid: Any) -> list[str]:
-    """'Fig. 5: 8 runs, training 1.2 min, evaluation 4.0 s' for every figure the grid makes."""
-    lines = []
+def figure_computes(grid: Any) -> dict[str, list]:
+    """Figure title -> the deterministic compute of the (run, dataset) pairs it is drawn from."""
+    computes = {}
     for name in (n for n in FIGURE_ORDER[:-1] if made(grid, n)):
         pairs = figure_evaluations(grid, name)
-        if not pairs:
-            continue
-        summed = total(run_compute(grid, run, [dataset]) for run, dataset in pairs)
-        lines.append(f"{_figure_title(name)}: {summed.runs} runs, training {format_seconds(summed.train_seconds)}, "
-                     f"evaluation {format_seconds(summed.eval_seconds)}")
-    return lines
+        if pairs:
+            computes[figure_title(name)] = [run_compute(grid, run, [dataset]) for run, dataset in pairs]
+    return computes
 
 
 def summary_lines(grid: Any, claims: Any = None, base: Path = Path("results")) -> list[str]:
-    """The one-screen summary: per table the verdicts, the worst ratio to the mean shape and the compute."""
+    """The one-screen summary: per table the verdicts, the worst ratio to the mean shape and the compute
+    (deterministic: runs, images seen, optimiser steps; the measured seconds are linked, not shown)."""
     results = table_results(grid, claims)
     out = ["## Summary", "",
-           "| Table | Claims of the paper: verdict on our runs | Worst × mean shape | Runs | Training | Evaluation |",
-           "|---|---|---:|---:|---:|---:|"]
+           "| Table | Claims of the paper: verdict on our runs | Worst × mean shape | Runs | Images seen | "
+           "Optimiser steps |", "|---|---|---:|---:|---:|---:|"]
     for result in results:
         verdicts = "; ".join(f"{v.claim.id}: **{v.status}**" for v in result.verdicts) or "–"
         ratios = [c.x_mean_shape for row in result.rows() for c in row.cells.values() if c.x_mean_shape is not None]
@@ -174,20 +178,24 @@ def summary_lines(grid: Any, claims: Any = None, base: Path = Path("results")) -
         compute = total(result.computes())
         link = _link(Path(grid.results_dir) / "tables" / f"{result.spec.slug}.md", base)
         out.append(f"| [{result.spec.title.split(':')[0]}]({link}) | {verdicts} | {worst} | "
-                   f"{compute.runs} | {format_seconds(compute.train_seconds)} | "
-                   f"{format_seconds(compute.eval_seconds)} |")
-    figures = figure_compute_lines(grid)
+                   f"{compute.runs} | {count_text(compute.images_seen)} | {count_text(compute.steps)} |")
+    figures = [f"{title}: {summed.runs} runs, {count_text(summed.images_seen)} images seen, "
+               f"{count_text(summed.steps)} optimiser steps"
+               for title, summed in ((t, total(c)) for t, c in figure_computes(grid).items())]
     if figures:
         out += ["", "Figures (the runs each is drawn from): " + "; ".join(figures) + "."]
     everything = total(c for result in results for c in result.computes())
     devices = ", ".join(everything.devices) or "unrecorded device"
-    out += ["", f"All tables: {everything.runs} distinct runs, training {format_seconds(everything.train_seconds)}, "
-                f"evaluation {format_seconds(everything.eval_seconds)} ({devices}; measured, summed over runs; "
-                "training = optimisation steps, without validation and start-up). Verdicts: reproduced = every 95 % "
+    timing = _link(compute_paths(grid.results_dir)[0], base)
+    out += ["", f"All tables: {everything.runs} distinct runs, {count_text(everything.images_seen)} images seen "
+                f"(epochs × training faces), {count_text(everything.steps)} optimiser steps ({devices}; summed over "
+                "runs). Verdicts: reproduced = every 95 % "
                 "interval of the claimed differences is below zero; not reproduced = one is above zero; "
                 "inconclusive = one crosses zero (config/claims.yaml, details under each table). "
                 "× mean shape = our NME ÷ the NME of predicting the mean training shape (below 1: learned "
-                "something); worst = the largest over our learning rows.", ""]
+                "something); worst = the largest over our learning rows.", "",
+            f"Measured training and evaluation seconds per run, table and figure: [{COMPUTE_REPORT}]({timing}), the "
+            "only output that changes between reruns (it measures, it does not report results).", ""]
     return out
 
 
@@ -217,7 +225,7 @@ def render_readme(grid: Any, out_path: Path, config_path: str = "config/config.y
     for name in (n for n in FIGURE_ORDER if made(grid, n)):
         png = figures_dir / f"{_figure_stem(name)}.png"
         mark = f" ({SYNTHETIC_MARK})" if synthetic else ""
-        caption = f"{_figure_title(name)}: {FIGURE_CAPTIONS[name]}{mark}"
+        caption = f"{figure_title(name)}: {FIGURE_CAPTIONS[name]}{mark}"
         if png.is_file():
             out += [f"![{caption}]({_link(png, base)})", "", f"*{caption}*", ""]
         else:

@@ -17,7 +17,7 @@ from typing import Any
 
 from ccdn.io import write_text
 from ccdn.report.analysis import analyse, load_claims
-from ccdn.report.compute import format_seconds, total
+from ccdn.report.compute import COMPUTE_REPORT, count_text, total
 from ccdn.report.reference import PaperReference, load_reference
 from ccdn.report.stats import Interval
 from ccdn.report.tables import TABLE_SPECS, Block, Cell, Row, TableResult, build_table, recipe_notes, row_recipe, \
@@ -101,13 +101,14 @@ def verdict_lines(result: TableResult) -> list[str]:
 
 
 def compute_line(result: TableResult) -> str:
-    """Total compute behind the table's rows of ours (distinct runs)."""
+    """Deterministic compute behind the table's rows of ours (distinct runs); the seconds are elsewhere."""
     summed = total(result.computes())
     if not summed.runs:
         return ""
     devices = f" on {', '.join(summed.devices)}" if summed.devices else ""
-    return (f"compute: {summed.runs} runs, training {format_seconds(summed.train_seconds)}, evaluation "
-            f"{format_seconds(summed.eval_seconds)}{devices} (measured; sums over runs)")
+    return (f"compute: {summed.runs} runs, {count_text(summed.images_seen)} images seen, "
+            f"{count_text(summed.steps)} optimiser steps{devices} (sums over runs; measured seconds, which change "
+            f"between reruns: {COMPUTE_REPORT} in the results folder)")
 
 
 def render_markdown(result: TableResult) -> str:

@@ -388,7 +388,8 @@ def _display_label(spec: TableSpec, key: Hashable, label: str) -> str:
 def recipe_summary(config: dict) -> str:
     """A short recipe from a run's resolved config (model, input size, stacks, channels, optimiser, limits).
 
-    Epochs, training faces and seconds come from the run's outputs (``ccdn.report.compute``)."""
+    Epochs, training faces, images seen and optimiser steps come from the run's outputs
+    (``ccdn.report.compute``)."""
     model = config.get("model") or {}
     options = model.get("options") or {}
     parts = [str(model.get("name", "?"))]
@@ -442,7 +443,7 @@ def table_title(result: TableResult) -> str:
 
 
 def row_recipe(row: Row) -> str:
-    """The recipes of a row's runs, then epochs × training faces and the summed seconds."""
+    """The recipes of a row's runs, then the deterministic compute (epochs × faces, steps, device; no seconds)."""
     recipes = "; ".join(sorted(set(row.recipes.values())))
     if row.reference:
         recipes = "the mean of the training landmarks in the crop frame, no gradient steps"
@@ -451,7 +452,7 @@ def row_recipe(row: Row) -> str:
 
 
 def recipe_notes(result: TableResult) -> list[str]:
-    """One line per reproduced row (recipe, epochs, faces, seconds), then what the paper states and what it does not."""
+    """One line per reproduced row (recipe, epochs, faces, steps), then what the paper states and what it does not."""
     lines = []
     for row in result.rows():
         if not row.reproduced:

@@ -110,7 +110,7 @@ def final_outputs():
     run's model.pt retrains that run and then refreshes exactly what depends on it.
     """
     reports = table_targets() + figure_targets() + learning_files() + occlusion_files()
-    reports += [str(GRID.summary_path), HEADLINE_DIR]
+    reports += [str(GRID.summary_path), HEADLINE_DIR] + compute_files()
     reports += [str(GRID.readme_path)]
     return model_targets() + evaluation_targets() + reports
 
@@ -215,6 +215,16 @@ def all_metrics(wildcards):
     return evaluation_targets()
 
 
+def compute_files():
+    """Measured seconds (compute.md, compute.json): the only results files that change between reruns."""
+    return [str(GRID.compute_report_path), str(GRID.compute_data_path)]
+
+
+def compute_inputs(wildcards):
+    """Every run's history (its model.pt) and evaluation (metrics.json with its timing)."""
+    return model_targets() + evaluation_targets()
+
+
 def readme_inputs(wildcards):
     return table_targets() + figure_targets() + learning_files() + occlusion_files() + [
-        str(GRID.summary_path), HEADLINE_DIR]
+        str(GRID.summary_path), HEADLINE_DIR] + compute_files()

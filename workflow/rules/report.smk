@@ -1,6 +1,7 @@
 # Paper-vs-reproduced tables (with intervals, paired tests and claim verdicts), CED, activation-map
-# and learning-curve figures, the metrics summary and headline files (for DVC) and results/README.md.
-# All are made by `ccdn report` from the run directories (never from MLflow).
+# and learning-curve figures, the metrics summary and headline files (for DVC), the measured compute
+# (results/compute.md, results/metrics/compute.json: the only outputs that change between reruns) and
+# results/README.md. All are made by `ccdn report` from the run directories (never from MLflow).
 
 
 rule grid_config:
@@ -148,6 +149,21 @@ rule summary:
         "../envs/ccdn.yaml"
     shell:
         "ccdn report summary --config {input.grid} --out {output} > {log} 2>&1"
+
+
+rule compute:
+    input:
+        compute_inputs,
+        grid=GRID_FILE,
+    output:
+        report=GRID.compute_report_path,
+        data=GRID.compute_data_path,
+    log:
+        "logs/report/compute.log",
+    conda:
+        "../envs/ccdn.yaml"
+    shell:
+        "ccdn report compute --config {input.grid} --out {output.report} --data {output.data} > {log} 2>&1"
 
 
 rule readme:
