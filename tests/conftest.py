@@ -13,6 +13,7 @@ Reuse them from any test file:
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +40,14 @@ def tiny_config(data_root: Path | str, *overrides: str) -> dict[str, Any]:
 class TinyRegressor(nn.Module):
     """conv → ReLU → conv → ReLU → GAP → Linear(D, 2L): Contract 3 outputs with no BatchNorm.
 
-    ``nan_at_forward=k`` makes the k-th forward pass in training mode return NaN landmarks.
+    ``nan_at_forward=k`` makes the k-th forward pass in training mode return NaN landmarks;
+    ``step_seconds`` makes each training forward pass that much slower (a job to interrupt mid-run).
     """
 
     default_loss = "l2"
 
-    def __init__(self, num_landmarks: int, *, width: int = 8, nan_at_forward: int | None = None, **_: Any) -> None:
+    def __init__(self, num_landmarks: int, *, width: int = 8, nan_at_forward: int | None = None,
+                 step_seconds: float = 0.0, **_: Any) -> None:
         super().__init__()
         self.num_landmarks = num_landmarks
         self.body = nn.Sequential(nn.Conv2d(3, width, 3, stride=2, padding=1), nn.ReLU(),
@@ -52,12 +55,14 @@ class TinyRegressor(nn.Module):
         self.head = nn.Linear(2 * width, 2 * num_landmarks)
         nn.init.constant_(self.head.bias, 0.5)
         self.nan_at_forward = nan_at_forward
+        self.step_seconds = step_seconds
         self.training_forwards = 0
 
     def forward(self, images: torch.Tensor) -> dict[str, Any]:
         features = self.body(images)
         landmarks = self.head(features.mean(dim=(2, 3))).view(-1, self.num_landmarks, 2)
         if self.training:
+            time.sleep(self.step_seconds)
             self.training_forwards += 1
             if self.training_forwards == self.nan_at_forward:
                 landmarks = landmarks * float("nan")

@@ -146,3 +146,86 @@ def test_reduced_grid_runs_through_sbatch(cluster: Path, repo_copy: Path) -> Non
     assert (copy / grid.readme_path).is_file()
     for run in grid.runs:
         assert (copy / grid.run_dir(run.name) / "model.pt").is_file()
+
+
+# A training job SLURM requeues mid-run: 3 epochs of 4 slowed-down steps (~6 s), requeued after epoch 1.
+REQUEUE_OVERRIDES = ("model.name=test/tiny", "model.options.step_seconds=0.5", "optim.epochs=3",
+                     "train.max_steps_per_epoch=4")
+
+
+def _job(job_id: str) -> str:
+    return subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True).stdout
+
+
+def _ended_badly(state: str) -> bool:
+    return "JobState=FAILED" in state or "JobState=CANCELLED" in state
+
+
+def _wait(condition, what: str, job_id: str, log: Path, timeout_s: float = 300, fatal=_ended_badly) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        state = _job(job_id)
+        shown = f"{state}\n{log.read_text()[-4000:] if log.is_file() else ''}"
+        assert not fatal(state), f"{what}: {shown}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}: {shown}"
+        time.sleep(0.2)
+
+
+def test_a_requeued_training_job_resumes_to_the_uninterrupted_weights(cluster: Path, tiny_300w: Path) -> None:
+    import torch
+
+    from ccdn.config import save_config
+    from ccdn.train import train
+    from conftest import tiny_config
+
+    work = Path(tempfile.mkdtemp(prefix="ccdn-requeue-"))  # outside pytest's basetemp, as the cluster's
+    try:
+        config = tiny_config(tiny_300w, *REQUEUE_OVERRIDES)
+        save_config(config, work / "config.yaml")
+        run_dir = work / "run"
+        runner = (f"import sys; sys.path.insert(0, {str(ROOT / 'tests')!r}); import conftest; "
+                  "from ccdn.cli import main; sys.exit(main(sys.argv[1:]))")
+        script = work / "train.sbatch"
+        script.write_text(
+            "#!/bin/bash\n"
+            f"#SBATCH --job-name=ccdn-requeue --partition=cpu --cpus-per-task=1 --mem=1500 --time=15\n"
+            f"#SBATCH --requeue --open-mode=append --output={work}/job.log\n"
+            f"export PYTHONPATH={ROOT} OMP_NUM_THREADS=1\n"
+            'echo "job start, SLURM_RESTART_COUNT=${SLURM_RESTART_COUNT:-0}"\n'
+            f'{sys.executable} -c "{runner}" train --config {work}/config.yaml --run-dir {run_dir} --no-progress\n')
+        job_id = subprocess.run(["sbatch", "--parsable", str(script)], check=True, capture_output=True,
+                                text=True).stdout.strip().split(";")[0]
+
+        _wait(lambda: (run_dir / "checkpoints" / "epoch_001.pt").is_file(), "epoch 1 of the first start", job_id, work / "job.log")
+        assert not (run_dir / "DONE").exists()
+        subprocess.run(["scontrol", "requeue", job_id], check=True, capture_output=True, text=True)
+        requeued = time.monotonic()
+
+        def finished() -> bool:
+            state = _job(job_id)
+            # SLURM holds a requeued job back (BeginTime) before its next start; we shorten the wait, but not
+            # below a few seconds: slurmd refuses a start within the second its credential was revoked.
+            if "JobState=PENDING" in state and "Reason=BeginTime" in state and time.monotonic() - requeued > 3:
+                subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True)
+            return "JobState=COMPLETED" in state and (run_dir / "DONE").is_file()
+
+        def second_start_failed(state: str) -> bool:  # the first start's exit 143 shows as FAILED for a moment
+            return _ended_badly(state) and "SLURM_RESTART_COUNT=1" in (work / "job.log").read_text()
+
+        _wait(finished, "the requeued job to complete", job_id, work / "job.log", fatal=second_start_failed)
+        log = (work / "job.log").read_text()
+        assert "Restarts=1" in _job(job_id), _job(job_id)
+        assert "SLURM_RESTART_COUNT=1" in log and f"resuming {run_dir}" in log, log[-3000:]
+        # the first start stopped on SLURM's SIGTERM after a whole step, with a checkpoint (ccdn.training.signals)
+        assert "stopped by signal 15" in log and "checkpoint written" in log, log[-3000:]
+
+        reference = train(config, work / "uninterrupted", progress=False)
+        assert reference.completed
+        resumed = torch.load(run_dir / "model.pt", weights_only=True)
+        expected = torch.load(work / "uninterrupted" / "model.pt", weights_only=True)
+        assert resumed.keys() == expected.keys()
+        for key in expected:
+            assert torch.equal(resumed[key], expected[key]), key
+        print(f"[slurm] requeued job {job_id}, its log:\n{log}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
