@@ -25,6 +25,7 @@ and the seeds live in :mod:`ccdn.training` (``loop``, ``data``, ``determinism``)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -61,6 +62,7 @@ from ccdn.training.determinism import (  # noqa: F401  (re-exported)
     seed_everything,
 )
 from ccdn.training.restart import load_restart_point
+from ccdn.training.run_lock import hold_run_dir
 from ccdn.training.loop import (  # noqa: F401  (re-exported)
     NonFiniteLossError,
     Trainer,
@@ -121,11 +123,13 @@ def train(config: dict[str, Any], run_dir: Path | str | None = None, *, progress
     trainer: Trainer | None = None
     status = "FAILED"
     previous_flags = determinism_flags()
+    lock = contextlib.ExitStack()
     try:
         configure_determinism(bool(config["train"]["deterministic"]))
         outcome: tuple[bool, str] = (True, "")
         if info.is_main:
             try:
+                lock.enter_context(hold_run_dir(run_dir))  # before the stale-file clean-up in prepare_run_dir
                 outcome = (prepare_run_dir(config, run_dir, restart=restart_from is not None), "")
             except ConfigError as exc:  # every rank must fail, not wait for rank 0 forever
                 outcome = (False, str(exc))
@@ -156,6 +160,7 @@ def train(config: dict[str, Any], run_dir: Path | str | None = None, *, progress
             trainer.end_tracking(status)
         cleanup_distributed()
         restore_determinism_flags(previous_flags)
+        lock.close()
 
 
 # ------------------------------------------------------------------------------------------ CLI

@@ -131,3 +131,18 @@ def test_run_files_follow_the_umask(tiny_300w, tmp_path, single_thread, mask, fi
     for path in paths:
         expected = dir_mode if path.is_dir() else file_mode
         assert stat.S_IMODE(path.stat().st_mode) == expected, (path, oct(path.stat().st_mode))
+
+
+def test_a_second_process_in_the_same_run_directory_waits_then_stops(tiny_300w, tmp_path, single_thread,
+                                                                     monkeypatch):
+    from ccdn.errors import ConfigError
+    from ccdn.training import run_lock
+
+    run_dir = tmp_path / "run"
+    config = tiny_config(tiny_300w, *OVERRIDES, "optim.epochs=1")
+    monkeypatch.setattr(run_lock, "WAIT_S", 0.5)
+    with run_lock.hold_run_dir(run_dir):  # another job is training here (its own open file, so flock conflicts)
+        with pytest.raises(ConfigError, match=rf"{run_dir} is in use by another `ccdn train` \(pid {os.getpid()} on "):
+            train(config, run_dir, progress=False)
+        assert not (run_dir / "config.yaml").exists()  # it touched nothing
+    assert train(config, run_dir, progress=False).completed  # once the holder is gone
