@@ -186,7 +186,7 @@ def summary_lines(grid: Any, claims: Any = None, base: Path = Path("results")) -
         out += ["", "Figures (the runs each is drawn from): " + "; ".join(figures) + "."]
     everything = total(c for result in results for c in result.computes())
     devices = ", ".join(everything.devices) or "unrecorded device"
-    timing = _link(compute_paths(grid.results_dir)[0], base)
+    report, data = (_link(path, base) for path in compute_paths(grid.results_dir))
     out += ["", f"All tables: {everything.runs} distinct runs, {count_text(everything.images_seen)} images seen "
                 f"(epochs × training faces), {count_text(everything.steps)} optimiser steps ({devices}; summed over "
                 "runs). Verdicts: reproduced = every 95 % "
@@ -194,8 +194,9 @@ def summary_lines(grid: Any, claims: Any = None, base: Path = Path("results")) -
                 "inconclusive = one crosses zero (config/claims.yaml, details under each table). "
                 "× mean shape = our NME ÷ the NME of predicting the mean training shape (below 1: learned "
                 "something); worst = the largest over our learning rows.", "",
-            f"Measured training and evaluation seconds per run, table and figure: [{COMPUTE_REPORT}]({timing}), the "
-            "only output that changes between reruns (it measures, it does not report results).", ""]
+            f"Measured training and evaluation seconds per run, table and figure: [{COMPUTE_REPORT}]({report}) "
+            f"(data: [{Path(data).name}]({data})), the only output that changes between reruns (it measures, it "
+            "does not report results).", ""]
     return out
 
 
