@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from ccdn.errors import CCDNError
+from ccdn.errors import CCDNError, one_line
 
 COMMANDS: dict[str, str] = {
     "synth": "ccdn.data.synth",
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except CCDNError as exc:  # bad input (data, config, checkpoint): one clear line, no traceback
-        print(f"ccdn {args.command}: error: {exc}", file=sys.stderr)
+        print(f"ccdn {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
 
 

@@ -15,6 +15,8 @@ __all__ = [
     "FetchError",
     "CheckpointError",
     "NonFiniteLossError",
+    "one_line",
+    "yaml_problem",
 ]
 
 
@@ -40,3 +42,16 @@ class CheckpointError(CCDNError, RuntimeError):
 
 class NonFiniteLossError(CCDNError, RuntimeError):
     """The loss became NaN or infinite; the message names the step and the last good checkpoint."""
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks (and the indentation after them) folded into single spaces."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def yaml_problem(exc: BaseException) -> str:
+    """A YAML parser error as "line L, column C: what" (PyYAML's own text spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or one_line(str(exc))
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}{problem}"

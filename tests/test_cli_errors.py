@@ -171,7 +171,27 @@ def resume_a_checkpoint_of_another_landmark_count(tmp, data):
         [f"{last} does not fit this run's test/tiny model for 68 landmarks", "use a new --run-dir"]
 
 
+def config_file_that_is_not_yaml(tmp, data):
+    bad = tmp / "bad.yaml"
+    bad.write_text("optim: {lr: [\n")
+    return ["train", "--config", str(bad)], [f"config file {bad} is not valid YAML (line 2, column 1: "]
+
+
+def grid_config_that_is_not_yaml(tmp, data):
+    bad = tmp / "grid.yaml"
+    bad.write_text("runs: [\n  {a: 1\n")
+    return ["report", "summary", "--config", str(bad), "--out", str(tmp / "s.json")], [str(bad), "not valid YAML"]
+
+
+def fetch_with_a_broken_lock_file(tmp, data):
+    lock = tmp / "lock.yaml"
+    lock.write_text("files: {a: [\n")
+    return ["fetch", "cofw68", "--root", str(tmp / "raw"), "--lock", str(lock), "--no-progress"], \
+        [f"lock file {lock} cannot be read (line 2, column 1: "]
+
+
 CASES: list[Callable] = [
+    config_file_that_is_not_yaml, grid_config_that_is_not_yaml, fetch_with_a_broken_lock_file,
     cache_of_300w_trained_as_wflw, unknown_dataset_name, validation_split_of_another_kind,
     benchmark_cache_with_a_foreign_scheme, resume_a_checkpoint_of_another_landmark_count,
     unknown_model, unknown_key, missing_config_file, missing_prepared_data, truncated_last_checkpoint_on_resume,
@@ -190,7 +210,7 @@ def test_a_user_error_is_one_line_and_exit_2(case, tiny_300w, tmp_path, capsys, 
     assert "Traceback" not in err, err
     assert code == 2, err
     line = err.rstrip("\n").splitlines()[-1]
-    assert line.startswith(f"ccdn {argv[0]}: error: "), err
+    assert line.startswith(f"ccdn {argv[0]}: error: "), err  # the whole message on this one line
     for words in expected:
         assert words in line, (words, line)
 

@@ -26,7 +26,7 @@ import yaml
 from tqdm import tqdm
 
 from ccdn import __version__
-from ccdn.errors import FetchError
+from ccdn.errors import FetchError, yaml_problem
 from ccdn.io import write_text
 
 
@@ -88,7 +88,8 @@ class ChecksumLock:
         try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
-            raise FetchError(f"lock file {path} cannot be read ({exc}); fix it or delete it to start over") from exc
+            raise FetchError(f"lock file {path} cannot be read ({yaml_problem(exc)}); fix it or delete it to start "
+                             "over") from exc
         files = raw.get("files") or {} if isinstance(raw, dict) else None
         if not isinstance(files, dict):
             raise FetchError(f"lock file {path}: expected a mapping with a 'files' mapping; fix it or delete it")

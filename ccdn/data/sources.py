@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from ccdn.data.errors import DataFormatError
+from ccdn.errors import yaml_problem
 from ccdn.data.schemes import DATASETS as DATASET_TABLE
 
 MANIFEST_DIR = Path(__file__).with_name("manifests")
@@ -134,7 +135,7 @@ def load_manifest_file(path: Path | str) -> DatasetManifest:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        raise ManifestError(f"{path}: cannot read manifest ({exc}); fix the YAML syntax") from exc
+        raise ManifestError(f"{path}: cannot read manifest ({yaml_problem(exc)}); fix the YAML syntax") from exc
     return parse_manifest(raw, source=str(path), path=path)
 
 
