@@ -87,6 +87,11 @@ def load_trained_model(run_dir: Path, num_landmarks: int, device: torch.device) 
     config = load_config(config_path)
     model = create_model(config["model"]["name"], num_landmarks, **config["model"]["options"])
     state = load_checkpoint(weights, map_location="cpu", hint=final_weights_hint(run_dir))  # truncated: one line
+    poisoned = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not v.isfinite().all()]
+    if poisoned:  # never written by this version's training (its NaN guard); an old or edited file
+        raise EvaluationError(f"{weights} holds non-finite weights ({len(poisoned)} tensors, e.g. "
+                              f"{', '.join(poisoned[:3])}); it cannot be scored. Retrain, or restart the run from a "
+                              "finite checkpoint: ccdn train --run-dir ... --restart-from CKPT optim.lr=...")
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

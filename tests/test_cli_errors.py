@@ -73,6 +73,17 @@ def truncated_model_in_evaluate(tmp, data):
         [f"checkpoint {run / 'model.pt'} cannot be read", f"rerun `ccdn train --run-dir {run}`"]
 
 
+def evaluate_a_model_with_non_finite_weights(tmp, data):
+    from conftest import TinyRegressor
+
+    run = _run_dir(tmp, data)
+    state = TinyRegressor(68).state_dict()
+    state["head.bias"][3] = float("nan")
+    torch.save(state, run / "model.pt")
+    return ["evaluate", "--run-dir", str(run), "--data", str(data), "--no-tracking", "--out", str(tmp / "e")], \
+        [f"{run / 'model.pt'} holds non-finite weights (1 tensors, e.g. head.bias)"]
+
+
 def evaluate_before_training_ends(tmp, data):
     run = _run_dir(tmp, data)
     return ["evaluate", "--run-dir", str(run), "--data", str(data), "--no-tracking"], \
@@ -195,7 +206,7 @@ CASES: list[Callable] = [
     cache_of_300w_trained_as_wflw, unknown_dataset_name, validation_split_of_another_kind,
     benchmark_cache_with_a_foreign_scheme, resume_a_checkpoint_of_another_landmark_count,
     unknown_model, unknown_key, missing_config_file, missing_prepared_data, truncated_last_checkpoint_on_resume,
-    truncated_model_in_evaluate, evaluate_before_training_ends, evaluate_on_missing_data,
+    truncated_model_in_evaluate, evaluate_a_model_with_non_finite_weights, evaluate_before_training_ends, evaluate_on_missing_data,
     restart_from_a_missing_checkpoint, restart_without_a_run, prepare_missing_raw_folder,
     report_metrics_of_a_broken_file, predict_on_a_file_that_is_not_an_image,
 ]
