@@ -220,12 +220,12 @@ class Trainer:
 
     def save_checkpoint(self, *, epoch_end: bool) -> None:
         """Rank 0 writes ``epoch_XXX.pt`` (epoch ends) and ``last.pt``; other ranks wait when it is an epoch end."""
+        state = self.state_dict()
+        bad = guard.nonfinite_in_state(state)  # on every rank (they hold the same state): all stop, none waits
+        if bad:  # the last line of defence against saving poison (e.g. an optimiser moment overflowed)
+            raise NonFiniteLossError(f"refusing to write a checkpoint at epoch {self.epoch}, step "
+                                     f"{self.step_in_epoch}: non-finite {', '.join(bad[:5])}. {self._recovery()}")
         if self.info.is_main:
-            state = self.state_dict()
-            bad = guard.nonfinite_in_state(state)
-            if bad:  # never reached when the step checks hold; the last line of defence against saving poison
-                raise NonFiniteLossError(f"refusing to write a checkpoint at epoch {self.epoch}, step "
-                                         f"{self.step_in_epoch}: non-finite {', '.join(bad[:5])}. {self._recovery()}")
             if epoch_end:
                 path = ckpt.epoch_checkpoint_path(self.run_dir, self.epoch)
                 ckpt.save_checkpoint(state, path)
