@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import torch
 from torch import nn
 
-__all__ = ["nonfinite_tensors", "weights_are_finite", "nonfinite_in_state", "json_safe", "history_json"]
+from ccdn import checkpoint as ckpt
+
+__all__ = ["nonfinite_tensors", "weights_are_finite", "nonfinite_in_state", "json_safe", "history_json",
+           "recovery_advice"]
 
 
 def _floating(items: Iterable[tuple[str, Any]]) -> list[tuple[str, torch.Tensor]]:
@@ -72,3 +76,15 @@ def json_safe(value: Any) -> Any:
 def history_json(history: list[dict[str, Any]]) -> str:
     """``history.json``'s text: strict JSON (``allow_nan=False``), non-finite numbers as ``null``."""
     return json.dumps(json_safe(history), indent=2, allow_nan=False) + "\n"
+
+
+def recovery_advice(run_dir: Path, lr: float) -> str:
+    """The end of every NaN-guard message: the last finite checkpoint and the command that restarts from it."""
+    path = ckpt.latest_checkpoint(run_dir)
+    if path is None:
+        return (f"No checkpoint was written yet; lower optim.lr (now {lr:g}) or check the data, and start again with "
+                f"another --run-dir or after deleting {run_dir}.")
+    state = ckpt.load_checkpoint(path)
+    return (f"The last good checkpoint is {path} (epoch {state['epoch']}, step {state['step_in_epoch']}); restart "
+            f"from it with a lower learning rate: ccdn train --run-dir {run_dir} --restart-from {path} "
+            f"optim.lr={lr / 10:g}")

@@ -210,13 +210,12 @@ class Trainer:
         restart.apply_optim_settings(self.optimizer, self.scheduler, self.config)
         record = restart.restart_record(path, state, changes)
         self.restarts.append(record)
-        if self.history:
-            self.history[-1] = {**self.history[-1], "restarts": [*self.history[-1].get("restarts", []), record]}
+        self.history = restart.with_restart(self.history, record)
         if self.info.is_main:
             write_text(self.run_dir / "history.json", guard.history_json(self.history))
         self.save_checkpoint(epoch_end=False)
         self._log(f"restarted {self.run_dir} from {path} (epoch {self.epoch}, step {self.step_in_epoch}) with "
-                  + ", ".join(f"{k}: {v['old']!r} -> {v['new']!r}" for k, v in changes.items()))
+                  f"{restart.describe(changes)}")
 
     def save_checkpoint(self, *, epoch_end: bool) -> None:
         """Rank 0 writes ``epoch_XXX.pt`` (epoch ends) and ``last.pt``; other ranks wait when it is an epoch end."""
@@ -238,16 +237,7 @@ class Trainer:
             barrier(self.info)
 
     def _recovery(self) -> str:
-        """Names the last finite checkpoint and the command that restarts from it with a lower rate."""
-        path = ckpt.latest_checkpoint(self.run_dir)
-        if path is None:
-            return (f"No checkpoint was written yet; lower optim.lr (now {self.config['optim']['lr']:g}) or check the "
-                    f"data, and start again with another --run-dir or after deleting {self.run_dir}.")
-        state = ckpt.load_checkpoint(path)
-        lr = float(self.config["optim"]["lr"]) / 10
-        return (f"The last good checkpoint is {path} (epoch {state['epoch']}, step {state['step_in_epoch']}); "
-                f"restart from it with a lower learning rate: ccdn train --run-dir {self.run_dir} "
-                f"--restart-from {path} optim.lr={lr:g}")
+        return guard.recovery_advice(self.run_dir, float(self.config["optim"]["lr"]))
 
     # ---------------------------------------------------------------------------------- training
     def fit(self, *, stop_after_epoch: int | None = None, stop_after_steps: int | None = None) -> TrainResult:

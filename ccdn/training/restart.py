@@ -24,7 +24,7 @@ from ccdn.errors import CheckpointError, ConfigError
 from ccdn.training.guard import nonfinite_in_state
 
 __all__ = ["RESTART_KEYS", "config_changes", "check_restart_changes", "load_restart_point", "apply_optim_settings",
-           "restart_record"]
+           "restart_record", "with_restart", "describe"]
 
 # Keys a restart may change (exact keys, or whole sections ending in a dot).
 RESTART_KEYS = ("optim.lr", "optim.betas", "optim.weight_decay", "optim.milestones", "optim.lr_gamma",
@@ -102,3 +102,16 @@ def restart_record(checkpoint: Path, state: Mapping[str, Any], changes: Mapping[
     return {"from": str(checkpoint), "epoch": int(state["epoch"]), "step_in_epoch": int(state["step_in_epoch"]),
             "global_step": int(state["global_step"]), "changes": dict(changes),
             "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def with_restart(history: list[dict[str, Any]], record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """``history`` with ``record`` added to the ``restarts`` list of its last epoch record (the one restarted from)."""
+    if not history:
+        return list(history)
+    last = history[-1]
+    return [*history[:-1], {**last, "restarts": [*last.get("restarts", []), dict(record)]}]
+
+
+def describe(changes: Mapping[str, Mapping[str, Any]]) -> str:
+    """``optim.lr: 30.0 -> 0.001, ...`` for log lines."""
+    return ", ".join(f"{key}: {value['old']!r} -> {value['new']!r}" for key, value in changes.items())
