@@ -6,4 +6,4 @@ first use, so every module imported here joins ``list_models()`` (and the regist
 (see README.md).
 """
 
-from baselines import heatmap_hourglass, timm_regressor  # noqa: F401  (each registers on import)
+from baselines import heatmap_hourglass, mean_shape, timm_regressor  # noqa: F401  (each registers on import)

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ccdn.models.hourglass import BACKBONE_STYLES, Hourglass, post_stack_block, stem
+from ccdn.models.hourglass import BACKBONE_STYLES, PAPER_STEM_CHANNELS, Hourglass, post_stack_block, stem
 from ccdn.models.registry import register_model
 
 DECODERS = ("dark", "integral")
@@ -142,6 +142,7 @@ class HeatmapHourglass(nn.Module):
         style: str = "wan",
         decoder: str = "dark",
         integral_radius: int = 3,
+        stem_channels: tuple[int, int] = PAPER_STEM_CHANNELS,
     ) -> None:
         super().__init__()
         if style not in BACKBONE_STYLES:
@@ -156,7 +157,7 @@ class HeatmapHourglass(nn.Module):
         self.num_landmarks = num_landmarks
         self.decoder = decoder
         self.integral_radius = integral_radius
-        self.stem, self.stride = stem(style, channels)
+        self.stem, self.stride = stem(style, channels, tuple(stem_channels))
         self.heatmap_size = input_size // self.stride
         if input_size % self.stride or self.heatmap_size % (2**depth):
             raise ValueError(

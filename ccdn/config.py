@@ -43,6 +43,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "optim.name": ("adam", "adamw", "rmsprop"),
     "loss.coord": ("l2", "l1", "wing"),
     "train.amp": ("bf16", "none"),
+    "model.head_init": ("mean_shape", "centre"),
 }
 
 
@@ -185,9 +186,11 @@ def validate_config(config: Mapping[str, Any]) -> None:
     for key in ("lr", "weight_decay", "lr_gamma"):
         if not isinstance(optim[key], (int, float)) or isinstance(optim[key], bool):
             raise ConfigError(f"optim.{key} must be a number, got {optim[key]!r}")
-    for key in ("batch_size", "epochs"):
-        if not isinstance(optim[key], int) or optim[key] < 1:
-            raise ConfigError(f"optim.{key} must be a positive integer, got {optim[key]!r}")
+    if isinstance(optim["batch_size"], bool) or not isinstance(optim["batch_size"], int) or optim["batch_size"] < 1:
+        raise ConfigError(f"optim.batch_size must be a positive integer, got {optim['batch_size']!r}")
+    if isinstance(optim["epochs"], bool) or not isinstance(optim["epochs"], int) or optim["epochs"] < 0:
+        raise ConfigError(f"optim.epochs must be an integer >= 0 (0: no gradient steps, e.g. mean_shape), "
+                          f"got {optim['epochs']!r}")
     if not (isinstance(optim["betas"], list) and len(optim["betas"]) == 2):
         raise ConfigError(f"optim.betas must be a list of two numbers, got {optim['betas']!r}")
     if not isinstance(optim["milestones"], list) or any(not isinstance(m, int) for m in optim["milestones"]):

@@ -199,3 +199,23 @@ class LandmarkDataset(Dataset):
             "crop_to_original": torch.from_numpy(crop_to_original.astype(np.float32)),
             "index": index,
         }
+
+
+def crop_landmarks(split: PreparedSplit, indices: np.ndarray | None = None) -> np.ndarray:
+    """The landmarks of ``split`` in *normalised crop coordinates* of the unaugmented model crop, ``(N, L, 2)``.
+
+    The frame every model predicts in (``LandmarkDataset`` yields the same values without augmentation).
+    """
+    from ccdn.data.augment import IDENTITY, crop_matrix
+
+    points = np.asarray(split.landmarks if indices is None else split.landmarks[indices], dtype=np.float64)
+    cache_to_crop = np.linalg.inv(crop_matrix(IDENTITY, int(split.images.shape[1]), split.cache_margin))
+    return points @ cache_to_crop[:2, :2].T + cache_to_crop[:2, 2]
+
+
+def mean_shape(split: PreparedSplit, indices: np.ndarray | None = None) -> np.ndarray:
+    """Mean training shape ``(L, 2)`` in normalised crop coordinates: the best constant predictor under L2.
+
+    The reference every learned model must beat (the ``mean_shape`` model, the head's initial bias).
+    """
+    return crop_landmarks(split, indices).mean(axis=0)

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from ccdn.losses import COCS_MODES, cocs_loss
 from ccdn.models.cff import CFF_NORMS, CrossLayerFeatureFusion, FusedMaps
 from ccdn.models.ctm import COVARIANCE_DIVISORS, CrossOrderTwoSqueezeMultiExcitation, CTMOutput
-from ccdn.models.hourglass import BACKBONE_STYLES, ConvBlock, StackedHourglass, downsample
+from ccdn.models.hourglass import BACKBONE_STYLES, PAPER_STEM_CHANNELS, ConvBlock, StackedHourglass, downsample
 from ccdn.models.registry import register_model
 
 VARIANT_ORDERS: dict[str, tuple[str, ...]] = {"ccdn": ("st", "nd"), "fcdn": ("st",), "baseline": ()}
@@ -46,6 +46,7 @@ class CCDNConfig:
     num_excitations: int = 4
     hourglass_depth: int = 4
     backbone_style: str = "wan"
+    stem_channels: tuple[int, int] = PAPER_STEM_CHANNELS
     tail_stages: int = 2
     reduction: int = 4
     isqrt_iterations: int = 5
@@ -63,6 +64,8 @@ class CCDNConfig:
         unknown = sorted(set(options) - set(known))
         if unknown:
             raise TypeError(f"unknown model option(s) {unknown} for the hourglass models; known options: {known}")
+        if "stem_channels" in options:  # YAML gives a list; the frozen config keeps a hashable tuple
+            options = {**options, "stem_channels": tuple(int(c) for c in options["stem_channels"])}
         config = cls(**options)
         config.validate()
         return config
@@ -84,6 +87,8 @@ class CCDNConfig:
             raise ValueError(f"num_excitations (P) must be in 1..{MAX_EXCITATIONS}, got {self.num_excitations}")
         if self.tail_stages < 2:
             raise ValueError(f"tail_stages must be >= 2 (layers T-1 and T are the last two), got {self.tail_stages}")
+        if len(self.stem_channels) != 2 or min(self.stem_channels) < 1:
+            raise ValueError(f"stem_channels must be two positive widths, got {self.stem_channels}")
         if self.isqrt_iterations < 1 or self.reduction < 1:
             raise ValueError(f"isqrt_iterations and reduction must be >= 1, got {self.isqrt_iterations}, {self.reduction}")
 
@@ -132,7 +137,7 @@ class HourglassLandmarkNetwork(nn.Module):
         channels = config.channels
         self.backbone = StackedHourglass(
             stacks=config.stacks, channels=channels, depth=config.hourglass_depth,
-            input_size=config.input_size, style=config.backbone_style,
+            input_size=config.input_size, style=config.backbone_style, stem_channels=config.stem_channels,
         )
         if self.backbone.out_size % (2**config.tail_stages):
             raise ValueError(

@@ -73,24 +73,32 @@ class Hourglass(nn.Module):
         return self.up1(x) + self.up2(self.low3(self.inner(self.low1(self.pool(x)))))
 
 
-def stem(style: str, channels: int) -> tuple[nn.Sequential, int]:
-    """The input stem and its total stride (2 for Wan's 128-input stem, 4 for Newell's)."""
+PAPER_STEM_CHANNELS = (64, 128)
+
+
+def stem(style: str, channels: int, stem_channels: tuple[int, int] = PAPER_STEM_CHANNELS) -> tuple[nn.Sequential, int]:
+    """The input stem and its total stride (2 for Wan's 128-input stem, 4 for Newell's).
+
+    ``stem_channels`` are the widths of the first conv and the first residual block: (64, 128) in both
+    source designs; narrower stems keep tiny CPU models from spending most of their time at full resolution.
+    """
+    first, second = stem_channels
     if style == "wan":
         layers = [
-            nn.Conv2d(3, 64, 3, padding=1),
-            ConvBlock(64, 128),
+            nn.Conv2d(3, first, 3, padding=1),
+            ConvBlock(first, second),
             nn.MaxPool2d(2),
-            ConvBlock(128, channels),
+            ConvBlock(second, channels),
         ]
         return nn.Sequential(*layers), 2
     layers = [
-        nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False),
-        nn.BatchNorm2d(64),
+        nn.Conv2d(3, first, 7, stride=2, padding=3, bias=False),
+        nn.BatchNorm2d(first),
         nn.ReLU(inplace=True),
-        ConvBlock(64, 128),
+        ConvBlock(first, second),
         nn.MaxPool2d(2),
-        ConvBlock(128, 128),
-        ConvBlock(128, channels),
+        ConvBlock(second, second),
+        ConvBlock(second, channels),
     ]
     return nn.Sequential(*layers), 4
 
@@ -116,13 +124,14 @@ class StackedHourglass(nn.Module):
         depth: int = 4,
         input_size: int = 128,
         style: str = "wan",
+        stem_channels: tuple[int, int] = PAPER_STEM_CHANNELS,
     ) -> None:
         super().__init__()
         if style not in BACKBONE_STYLES:
             raise ValueError(f"backbone style must be one of {BACKBONE_STYLES}, got {style!r}")
         if stacks < 1 or depth < 1 or channels < 2:
             raise ValueError(f"need stacks >= 1, depth >= 1, channels >= 2; got {stacks=}, {depth=}, {channels=}")
-        self.stem, self.stride = stem(style, channels)
+        self.stem, self.stride = stem(style, channels, tuple(stem_channels))
         self.out_size = input_size // self.stride
         if input_size % self.stride or self.out_size % (2**depth):
             raise ValueError(

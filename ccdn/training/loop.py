@@ -125,6 +125,11 @@ class Trainer:
 
         model_cfg = self.config["model"]
         model = create_model(model_cfg["name"], self.num_landmarks, **model_cfg["options"])
+        if model_cfg["head_init"] == "mean_shape" or not getattr(model, "needs_training", True):
+            from ccdn.data.dataset import mean_shape
+            from ccdn.models.head_init import init_head_to_shape
+
+            init_head_to_shape(model, mean_shape(self.train_split, self.train_set.indices))
         if self.info.distributed and self.config["train"]["sync_batchnorm"]:
             # BatchNorm statistics over the global batch, as in a single-process run (ccdn.global_batch).
             model = sync_batchnorm(model, self.device)
