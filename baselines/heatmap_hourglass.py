@@ -190,7 +190,11 @@ class HeatmapHourglass(nn.Module):
 
 
 @register_model("hg_heatmap")
-def hg_heatmap(num_landmarks: int, *, num_excitations: int | None = None, **options: Any) -> HeatmapHourglass:
-    """Heatmap stacked hourglass; ``num_excitations`` (a CCDN option of the common recipe) is ignored."""
+def hg_heatmap(num_landmarks: int, *, num_excitations: int | None = None, hourglass_depth: int | None = None,
+               **options: Any) -> HeatmapHourglass:
+    """Heatmap stacked hourglass; ``num_excitations`` (a CCDN option of the common recipe) is ignored and the
+    recipe's ``hourglass_depth`` (CCDN's name for it) sets ``depth``."""
     del num_excitations
+    if hourglass_depth is not None:
+        options.setdefault("depth", hourglass_depth)
     return HeatmapHourglass(num_landmarks, **options)

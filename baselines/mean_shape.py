@@ -1,7 +1,7 @@
 """``mean_shape``: the reference every landmark model must beat — predict the mean training face.
 
 Fitting is the mean of the training landmarks in the models' own normalised crop frame (no gradient
-steps): ``ccdn train`` sets the head's bias to it (:func:`ccdn.models.head_init.init_head_to_shape`)
+steps): registered with ``needs_training=False``, so ``ccdn train`` sets the head's bias to it (:func:`ccdn.models.head_init.init_head_to_shape`)
 and the grid runs it with ``optim.epochs: 0``. It is a ``Linear(1, 2L)`` head on a constant feature, so
 ``ccdn evaluate``, checkpoints, activation maps and tables treat it like any other model; the same
 constant is the L2-optimal prediction, so training it would only move it to the augmented mean.
@@ -21,7 +21,6 @@ class MeanShapeModel(nn.Module):
     """Predicts one fixed shape for every face (the head's bias); features are a constant 1×1 map."""
 
     default_loss = "l2"
-    needs_training = False  # fitted from the training landmarks when the run starts
 
     def __init__(self, num_landmarks: int) -> None:
         super().__init__()
@@ -43,7 +42,7 @@ class MeanShapeModel(nn.Module):
         return {"landmarks": self.forward_head(features), "cocs": {}, "features": features}
 
 
-@register_model("mean_shape")
+@register_model("mean_shape", needs_training=False)
 def mean_shape(num_landmarks: int, **options: Any) -> MeanShapeModel:
     """Mean training shape (reference row of every table); recipe options (sizes, P) do not apply."""
     return MeanShapeModel(num_landmarks)

@@ -34,7 +34,7 @@ from ccdn.models.registry import UnknownModelError, register_model
 
 # Hourglass options of the common recipe (Contract 8); they have no meaning for a timm backbone
 # (it takes any input size) and are accepted and ignored so one config can drive every model.
-IGNORED_RECIPE_OPTIONS = ("input_size", "stacks", "channels", "num_excitations", "stem_channels")
+IGNORED_RECIPE_OPTIONS = ("input_size", "stacks", "channels", "num_excitations", "stem_channels", "hourglass_depth")
 
 # Registered explicitly so ``list_models()`` shows them; any other timm name resolves through "timm/*".
 EXPLICIT_TIMM_BACKBONES = ("resnet18", "resnet50", "hrnet_w18_small_v2", "convnext_tiny")

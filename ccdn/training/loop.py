@@ -122,10 +122,11 @@ class Trainer:
     # ----------------------------------------------------------------------------- construction
     def _build_model(self) -> nn.Module:
         from ccdn.models import create_model
+        from ccdn.models.registry import model_info
 
         model_cfg = self.config["model"]
         model = create_model(model_cfg["name"], self.num_landmarks, **model_cfg["options"])
-        if model_cfg["head_init"] == "mean_shape" or not getattr(model, "needs_training", True):
+        if model_cfg["head_init"] == "mean_shape" or not model_info(model_cfg["name"]).needs_training:
             from ccdn.data.dataset import mean_shape
             from ccdn.models.head_init import init_head_to_shape
 
