@@ -2,7 +2,8 @@
 equals an independent numpy computation (issue 9, item 4).
 
 A model that cannot drive the error on 8 faces near zero has a broken forward, loss, head or
-optimiser wiring; these tests fail for that, not for being slow.
+optimiser wiring; these tests fail for that, not for being slow. The fitted function is judged in
+training mode (BatchNorm on the batch's own statistics), since that is the function the steps fit.
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ FACES = 8
 DEFAULT_OPTIONS = {"stacks": 1, "channels": 16, "stem_channels": [16, 16], "input_size": 32, "num_excitations": 2}
 PER_MODEL = {
     "hg_heatmap": ({"input_size": 64, "channels": 32}, 400, 5e-3),  # 32x32 heatmaps, DARK decoding
+    "timm/convnext_tiny": ({}, 260, 3e-3),  # LayerNorm, no BatchNorm: slower to fit 8 faces
+    "timm/resnet50": ({}, 150, 3e-3),  # fits in ~80 steps; the largest backbone, so the fewest steps
+    "test/tiny": ({}, 500, 3e-3),  # the conftest's two-conv model without BatchNorm
 }
-STEPS, LR = 300, 3e-3
+STEPS, LR = 200, 3e-3
 
 
 def _batch(split_root: Path, input_size: int) -> dict[str, torch.Tensor]:
@@ -71,8 +75,7 @@ def test_every_model_overfits_eight_faces(name: str, tiny_300w: Path, single_thr
         optimiser.zero_grad()
         losses["total"].backward()
         optimiser.step()
-    model.eval()
-    with torch.no_grad():
+    with torch.no_grad():  # still in training mode: BatchNorm uses the batch it was fitted on
         pred = model(batch["image"])["landmarks"].numpy()
     error = _inter_ocular_nme(pred, batch["landmarks"].numpy())
     assert error <= OVERFIT_TARGET, f"{name}: {error:.2f}% inter-ocular NME on its 8 training faces after {steps} steps"
