@@ -121,16 +121,9 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- construction
     def _build_model(self) -> nn.Module:
-        from ccdn.models import create_model
-        from ccdn.models.registry import model_info
+        from ccdn.training.model import create_training_model
 
-        model_cfg = self.config["model"]
-        model = create_model(model_cfg["name"], self.num_landmarks, **model_cfg["options"])
-        if model_cfg["head_init"] == "mean_shape" or not model_info(model_cfg["name"]).needs_training:
-            from ccdn.data.dataset import mean_shape
-            from ccdn.models.head_init import init_head_to_shape
-
-            init_head_to_shape(model, mean_shape(self.train_split, self.train_set.indices))
+        model = create_training_model(self.config["model"], self.num_landmarks, self.train_split, self.train_set.indices)
         if self.info.distributed and self.config["train"]["sync_batchnorm"]:
             # BatchNorm statistics over the global batch, as in a single-process run (ccdn.global_batch).
             model = sync_batchnorm(model, self.device)
