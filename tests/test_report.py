@@ -313,6 +313,21 @@ def test_real_data_tables_have_no_synthetic_mark(grid, tmp_path):
         assert SYNTHETIC_MARK not in path.read_text()
 
 
+def test_a_partial_test_set_is_named_in_the_caption_and_under_the_table(grid, tmp_path):
+    for run in grid.runs:  # the COFW-68 evaluations come from a partial release
+        path = grid.metrics_path(run.name, "cofw68")
+        if path.is_file():
+            metrics = json.loads(path.read_text())
+            metrics["partial"] = {"n": 40, "of": 507}
+            path.write_text(json.dumps(metrics))
+    label = "partial: 40 of 507 faces"
+    for path in write_table(grid, 3, tmp_path):
+        assert label in "\n".join(path.read_text(encoding="utf-8").splitlines()[:6]), path
+    markdown = (tmp_path / "table3_cofw68.md").read_text(encoding="utf-8")
+    assert markdown.count(label) >= 2  # caption and the note under the table
+    assert label not in (write_table(grid, 2, tmp_path)[0]).read_text(encoding="utf-8")  # 300W is complete
+
+
 def test_table6_and_table7_match_rows_by_gamma_and_excitations(grid, tmp_path):
     t6 = read_csv(write_table(grid, 6, tmp_path)[1])
     default = ours(t6, "γ = (0.025, 0.01, 0.05)", "challenging", "inter_pupil")

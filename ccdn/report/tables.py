@@ -222,11 +222,21 @@ def build_table(grid: Any, number: int, reference: PaperReference | None = None)
     blocks = [(block, _block_rows(grid, spec, block, reference, experiments, metrics_seen, notes))
               for block in spec.blocks]
     synthetic = is_synthetic(grid, metrics_seen)
+    partial = partial_data_notes(metrics_seen)
+    notes[:0] = partial
     if not experiments:
         notes.append(f"no experiment of the grid lists table{number}: only the paper's rows are shown")
     if spec.row_kind == "excitations" and any(is_p1_baseline(e) for e in experiments):
         notes.append(P1_FROM_BASELINE)
-    return TableResult(spec, synthetic, blocks, _caption(spec, reference, synthetic), notes)
+    caption = _caption(spec, reference, synthetic)
+    return TableResult(spec, synthetic, blocks, " ".join([*partial, caption]) if partial else caption, notes)
+
+
+def partial_data_notes(metrics: list[dict]) -> list[str]:
+    """One line per test set that is a subset of its official release (``ccdn prepare --partial``)."""
+    found = {f"{m.get('dataset')} {m.get('split', 'test')}": m["partial"] for m in metrics if m.get("partial")}
+    return [f"Partial data: {where}: partial: {int(p['n'])} of {int(p['of'])} faces (not the full release, so "
+            f"not comparable with the paper's numbers)." for where, p in sorted(found.items())]
 
 
 def _block_rows(grid: Any, spec: TableSpec, block: Block, reference: PaperReference, experiments: list,
