@@ -13,6 +13,7 @@ import math
 import os
 import re
 import shutil
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,7 @@ SUBSETS = {
     "aflw": ("full", "frontal"),
     "wflw": ("full", "pose", "expression", "illumination", "makeup", "occlusion", "blur"),
 }
+REPO = Path(__file__).resolve().parents[1]
 NORMALISERS = {"300w": ("inter_pupil", "inter_ocular"), "cofw68": ("inter_pupil", "inter_ocular"),
                "aflw": ("face_size",), "wflw": ("inter_ocular", "inter_pupil")}
 
@@ -711,9 +713,33 @@ def test_grid_and_report_agree_on_the_two_measured_files():
     from ccdn.grid import load_grid
     from ccdn.report.compute import compute_paths
 
-    real = load_grid("config/config.yaml")  # Snakemake's outputs (ccdn.grid) = what the report links
+    real = load_grid("config/config.yaml")  # Snakemake's outputs (ccdn.grid) = what the report names
     assert compute_paths(real.results_dir) == [real.compute_report_path, real.compute_data_path]
     assert {p.relative_to(real.results_dir).as_posix() for p in compute_paths(real.results_dir)} == MEASURED
+
+
+def git_ignored(paths: list[str]) -> set[str]:
+    """Which of these repository-relative paths the repository's .gitignore ignores."""
+    out = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode in (0, 1), out.stderr  # 1: none ignored
+    return set(out.stdout.split())
+
+
+def test_measured_seconds_are_git_ignored_and_no_dvc_output():
+    """Two runs of the pipeline leave `git status` clean: the files that change are ignored, and DVC does not
+    expect them (a fresh clone, which lacks them, would read them as missing)."""
+    from ccdn.grid import load_grid
+
+    real = load_grid(REPO / "config" / "config.yaml")
+    measured = [f"results/{name}" for name in sorted(MEASURED)]
+    assert git_ignored(measured) == set(measured)
+    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["reproduce"]
+    declared = [next(iter(item)) if isinstance(item, dict) else item
+                for key in ("outs", "metrics", "plots") for item in stage.get(key, [])]
+    assert not set(measured) & set(declared) and str(real.readme_path) in declared
+    assert git_ignored(declared) == set()  # every DVC output is committed
+    assert not set(measured) & set(subprocess.run(["git", "ls-files", "results"], cwd=REPO, capture_output=True,
+                                                  text=True, check=True).stdout.split())
 
 
 def test_missing_history_names_the_training_target(grid, tmp_path):
@@ -781,13 +807,15 @@ def test_every_report_output_is_byte_identical_when_rebuilt(grid, tmp_path):
     readme = (results / "README.md").read_text()
     links = re.findall(r"\]\(([^)]+)\)", readme)
     assert len(links) > 30 and [link for link in links if not (results / link).exists()] == []  # all there
-    assert MEASURED <= set(links) and MEASURED <= first.keys()
+    # the measured seconds are written but git-ignored: named as plain text, never linked
+    assert MEASURED <= first.keys() and not MEASURED & set(links)
+    for name in MEASURED:  # named from the repository root (here: the fake grid's root)
+        assert f"`results/{name}`" in readme
+    assert "`docs/performance.md`" in readme  # no repository around the results folder: not linked either
     shutil.rmtree(results)
     second = build_results(grid, results)
     assert first.keys() == second.keys() and len(first) > 25
-    stable = [name for name in first if name not in MEASURED]  # every file but the two that measure
-    assert len(stable) == len(first) - 2
-    assert [name for name in stable if first[name] != second[name]] == []
+    assert [name for name in first if first[name] != second[name]] == []  # the same runs: every file
     pdf = first["figures/fig5_ced_300w_challenging.pdf"]
     assert b"CreationDate" not in pdf and b"Matplotlib" not in pdf
 
@@ -887,7 +915,10 @@ def test_claim_intervals_cover_seeds_as_well_as_faces():
 def test_readme_lists_only_what_the_grid_makes(grid, tmp_path):
     grid.tables = ["table2", "table3"]  # as ccdn.grid reports them
     grid.figures = ["fig5"]
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "performance.md").write_text("# Performance\n")  # the repository holds it: linked
     text = write_readme(grid, tmp_path / "README.md", "config/config.yaml", tmp_path / "none").read_text()
+    assert "wall clock (the embedded default on 2 CPU cores) is in [docs/performance.md](docs/performance.md)" in text
     assert "[table2_300w.md]" in text and "[table4_aflw.md]" not in text
     assert "fig5_ced_300w_challenging" in text and "fig7_ced_aflw_full" not in text and "fig8" not in text
     assert "learning_curves.png" in text and "occlusion.md" in text
@@ -897,8 +928,9 @@ def test_readme_lists_only_what_the_grid_makes(grid, tmp_path):
     assert "Fig. 5: 8 runs, 768 images seen, 48 optimiser steps" in text
     # the runs of Tables 2, 4 and 5; AFLW has 32 training faces, WFLW 48
     assert "Learning curves: 12 runs, 1,088 images seen, 80 optimiser steps" in text
-    assert "(data: [compute.json](results/metrics/compute.json)), the only output that changes between reruns (it " \
-        "measures, it does not report results)" in text
+    assert "are written to `results/compute.md` (data: `results/metrics/compute.json`) by the rule `compute`; they " \
+        "are git-ignored, not committed" in text
+    assert "[compute" not in text  # a fresh clone does not hold them: no link
     assert re.search(r"\d s\b|\bmin\b", text) is None  # no measured seconds in the README
 
 

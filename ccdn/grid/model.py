@@ -164,12 +164,12 @@ class Grid:
 
     @property
     def compute_report_path(self) -> Path:
-        """Measured seconds for people (= ``ccdn.report.compute.compute_paths``): changes on every rerun."""
+        """Measured seconds for people (``ccdn.report.compute.compute_paths``); git-ignored: they change."""
         return self.results_dir / "compute.md"
 
     @property
     def compute_data_path(self) -> Path:
-        """Measured seconds as data (= ``ccdn.report.compute.compute_paths``): changes on every rerun."""
+        """Measured seconds as data (``ccdn.report.compute.compute_paths``); git-ignored: they change."""
         return self.metrics_dir / "compute.json"
 
     @property

@@ -1,7 +1,7 @@
 """What stood behind a run, deterministically: epochs, training faces, images seen, optimiser steps, device.
 
-Two kinds of numbers, kept apart so that a rerun of the pipeline leaves ``results/`` byte-identical
-except for one pair of files:
+Two kinds of numbers, kept apart so that a rerun of the pipeline leaves every committed file of
+``results/`` byte-identical (``git status`` clean):
 
 - **deterministic** (fixed by the config and the data): epochs (``runs/<run>/history.json`` records after
   the epoch-0 validation), training faces per epoch (the prepared training split, capped by
@@ -10,7 +10,7 @@ except for one pair of files:
   ``metrics.json`` ``timing``). Tables, recipe notes and the README summary show only these (``describe``).
 - **measured** (wall-clock, different on every rerun): training and evaluation seconds. This module
   never reads them; ``ccdn.report.timings`` does, and writes them to ``results/compute.md`` and
-  ``results/metrics/compute.json`` only (``compute_paths``).
+  ``results/metrics/compute.json`` only (``compute_paths``), two git-ignored files.
 """
 
 from __future__ import annotations
@@ -25,13 +25,14 @@ import numpy as np
 
 from ccdn.report import ReportError, load_metrics, load_run_config
 
-COMPUTE_REPORT = "compute.md"  # in the results folder, linked from results/README.md
+COMPUTE_REPORT = "compute.md"  # in the results folder, git-ignored; results/README.md names it, never links it
 COMPUTE_DATA = "compute.json"  # in <results>/metrics
 
 
 def compute_paths(results_dir: Path | str) -> list[Path]:
     """The only two results files that hold measured seconds: ``<results>/compute.md`` and
-    ``<results>/metrics/compute.json`` (they change on every rerun; everything else is byte-stable)."""
+    ``<results>/metrics/compute.json`` (they change on every rerun, so git ignores them; everything else is
+    byte-stable and committed)."""
     return [Path(results_dir) / COMPUTE_REPORT, Path(results_dir) / "metrics" / COMPUTE_DATA]
 
 

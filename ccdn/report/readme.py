@@ -1,7 +1,9 @@
 """``results/README.md``: a one-screen summary (per table: the claim verdicts, how far our rows are
 below the mean-shape floor, the deterministic compute), then what each table and figure is and which
-Snakemake rule and command make it. Measured seconds are not here: the README links to
-``results/compute.md`` (``ccdn.report.timings``), the one output that changes between reruns.
+Snakemake rule and command make it. Measured seconds are not here: they are a property of the machine,
+not of the results, so ``ccdn report compute`` (``ccdn.report.timings``) writes them to two git-ignored
+files that the README names as plain text, never as links (a fresh clone does not hold them); the
+reference run's wall clock and the paper grid's estimated GPU-hours are in ``docs/performance.md``.
 
 The rule names are read from ``workflow/`` (the rule whose body calls ``ccdn report table`` etc.), so
 the README stays right when rules are renamed; the output file itself is always a valid Snakemake target.
@@ -36,6 +38,7 @@ FIGURE_CAPTIONS = {
                     "dashed).",
 }
 FIGURE_ORDER = ("fig5", "fig7", "fig8", LEARNING_STEM, OCCLUSION_STEM)
+PERFORMANCE_DOC = Path("docs") / "performance.md"  # in the repository: reference wall clock, paper-grid GPU-hours
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class Product:
     files: list[Path]
     command: str
     rule: str
+    committed: bool = True  # False: git-ignored output (measured seconds), named as plain text, never linked
 
 
 def find_rule(workflow_dir: Path, needle: str, prefer: Sequence[str] = ()) -> str:
@@ -105,9 +109,9 @@ def products(grid: Any, config_path: str, workflow_dir: Path) -> list[Product]:
                          f"ccdn report headline --config {config_path} --out {headline}",
                          find_rule(workflow_dir, "report headline")))
     items.append(Product("Compute (measured)", "Training and evaluation seconds per run, summed per table and figure, "
-                         "with the device: the only output that changes between reruns.", compute_paths(results),
-                         f"ccdn report compute --config {config_path} --out {results / COMPUTE_REPORT}",
-                         find_rule(workflow_dir, "report compute")))
+                         "with the device: written by every run, git-ignored (they measure the machine).",
+                         compute_paths(results), f"ccdn report compute --config {config_path} --out "
+                         f"{results / COMPUTE_REPORT}", find_rule(workflow_dir, "report compute"), committed=False))
     return items
 
 
@@ -164,9 +168,31 @@ def figure_computes(grid: Any) -> dict[str, list]:
     return computes
 
 
-def summary_lines(grid: Any, claims: Any = None, base: Path = Path("results")) -> list[str]:
+def performance_reference(base: Path, repository: Path) -> str:
+    """``docs/performance.md`` as a link from ``base`` when the repository holding the workflow has it,
+    else as plain text (a results folder outside a checkout links nothing it does not hold)."""
+    doc = repository / PERFORMANCE_DOC
+    return f"[{PERFORMANCE_DOC.as_posix()}]({_link(doc, base)})" if doc.is_file() else f"`{PERFORMANCE_DOC.as_posix()}`"
+
+
+def measured_lines(grid: Any, base: Path, workflow_dir: Path) -> list[str]:
+    """Where this run's measured seconds are (plain text: git-ignored) and where the reference numbers are."""
+    repository = Path(workflow_dir).parent  # the checkout holding the workflow (and docs/)
+    report, data = (_link(p, repository) for p in compute_paths(grid.results_dir))  # from the repository root
+    performance = performance_reference(base, repository)
+    rule = find_rule(workflow_dir, "report compute") or "compute"
+    return [f"Measured training and evaluation seconds per run, table and figure of this run are written to "
+            f"`{report}` (data: `{data}`) by the rule `{rule}`; they are git-ignored, not committed, because "
+            "wall-clock seconds are a property of the machine, not of the results, and change on every rerun. "
+            f"The reference run's wall clock (the embedded default on 2 CPU cores) is in {performance}, with the "
+            "estimated GPU-hours per table of config/paper.yaml (a FLOP-based estimate: no GPU throughput has "
+            "been measured yet).", ""]
+
+
+def summary_lines(grid: Any, claims: Any = None, base: Path = Path("results"),
+                  workflow_dir: Path = Path("workflow")) -> list[str]:
     """The one-screen summary: per table the verdicts, the worst ratio to the mean shape and the compute
-    (deterministic: runs, images seen, optimiser steps; the measured seconds are linked, not shown)."""
+    (deterministic: runs, images seen, optimiser steps; the measured seconds are named, not shown)."""
     results = table_results(grid, claims)
     out = ["## Summary", "",
            "| Table | Claims of the paper: verdict on our runs | Worst × mean shape | Runs | Images seen | "
@@ -186,18 +212,14 @@ def summary_lines(grid: Any, claims: Any = None, base: Path = Path("results")) -
         out += ["", "Figures (the runs each is drawn from): " + "; ".join(figures) + "."]
     everything = total(c for result in results for c in result.computes())
     devices = ", ".join(everything.devices) or "unrecorded device"
-    report, data = (_link(path, base) for path in compute_paths(grid.results_dir))
     out += ["", f"All tables: {everything.runs} distinct runs, {count_text(everything.images_seen)} images seen "
                 f"(epochs × training faces), {count_text(everything.steps)} optimiser steps ({devices}; summed over "
                 "runs). Verdicts: reproduced = every 95 % "
                 "interval of the claimed differences is below zero; not reproduced = one is above zero; "
                 "inconclusive = one crosses zero (config/claims.yaml, details under each table). "
                 "× mean shape = our NME ÷ the NME of predicting the mean training shape (below 1: learned "
-                "something); worst = the largest over our learning rows.", "",
-            f"Measured training and evaluation seconds per run, table and figure: [{COMPUTE_REPORT}]({report}) "
-            f"(data: [{Path(data).name}]({data})), the only output that changes between reruns (it measures, it "
-            "does not report results).", ""]
-    return out
+                "something); worst = the largest over our learning rows.", ""]
+    return out + measured_lines(grid, base, workflow_dir)
 
 
 def render_readme(grid: Any, out_path: Path, config_path: str = "config/config.yaml",
@@ -215,10 +237,11 @@ def render_readme(grid: Any, out_path: Path, config_path: str = "config/config.y
             f"Grid `{config_path}`: {len(grid.experiments)} experiments × seeds {list(grid.seeds)} = "
             f"{len(runs)} runs. Everything is rebuilt by `snakemake --cores all` (or `dvc repro`); any single file "
             "by `snakemake --cores all <file>`. Paper numbers: `config/paper_reference.yaml`.", ""]
-    out += summary_lines(grid, claims, base)
+    out += summary_lines(grid, claims, base, workflow_dir)
     out += ["## Outputs", "", "| Output | Content | Files | Snakemake rule | Command |", "|---|---|---|---|---|"]
     for item in products(grid, config_path, workflow_dir):
-        files = " · ".join(f"[{p.name}]({_link(p, base)})" for p in item.files)
+        files = " · ".join(f"[{p.name}]({_link(p, base)})" if item.committed
+                           else f"`{_link(p, Path(workflow_dir).parent)}` (git-ignored)" for p in item.files)
         rule = f"`{item.rule}`" if item.rule else "(not found in workflow/)"
         out.append(f"| {item.name} | {item.description} | {files} | {rule} | `{item.command}` |")
     out += ["", "## Figures", ""]

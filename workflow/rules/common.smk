@@ -216,7 +216,7 @@ def all_metrics(wildcards):
 
 
 def compute_files():
-    """Measured seconds (compute.md, compute.json): the only results files that change between reruns."""
+    """Measured seconds (compute.md, compute.json): the only results files that change between reruns (git-ignored)."""
     return [str(GRID.compute_report_path), str(GRID.compute_data_path)]
 
 

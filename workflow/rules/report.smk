@@ -1,7 +1,7 @@
 # Paper-vs-reproduced tables (with intervals, paired tests and claim verdicts), CED, activation-map
 # and learning-curve figures, the metrics summary and headline files (for DVC), the measured compute
-# (results/compute.md, results/metrics/compute.json: the only outputs that change between reruns) and
-# results/README.md. All are made by `ccdn report` from the run directories (never from MLflow).
+# (results/compute.md, results/metrics/compute.json: the only outputs that change between reruns, so
+# git-ignored) and results/README.md. All are made by `ccdn report` from the run directories (never from MLflow).
 
 
 rule grid_config:
