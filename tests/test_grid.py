@@ -11,6 +11,7 @@ import yaml
 from ccdn.config import load_config
 from ccdn.grid import (
     FIGURES,
+    OCCLUSION_SWEEP,
     TABLES,
     GridError,
     grid_from_mapping,
@@ -214,3 +215,38 @@ def test_resolve_writes_a_loadable_grid(tmp_path: Path, monkeypatch: pytest.Monk
     assert not list(tmp_path.glob(".resolved.yaml.*"))  # no temporary file left behind
     assert main(["resolve", "--json", '{"seeds": [0]}', "--out", str(tmp_path / "x.yaml")]) == 2
     assert not (tmp_path / "x.yaml").exists()
+
+
+def test_occlusion_sweep_is_data_of_the_embedded_grid_only(default_mapping: dict) -> None:
+    """The synthetic sweep is declared in config/config.yaml; real data has no controlled occluder, so the
+    paper's grid omits it (its experiments stay identical: test_paper_config_is_the_same_grid_on_real_data)."""
+    default = load_grid(ROOT / "config/config.yaml", root=ROOT)
+    paper = load_grid(ROOT / "config/paper.yaml", root=ROOT)
+    assert paper.occlusion_sweep is None and paper.sweep_evaluations == [] and paper.sweep_outputs == []
+    sweep = default.occlusion_sweep
+    assert sweep["levels"][0] == 0 and sweep["faces"] >= 1
+    runs = [run for run, dataset in default.sweep_evaluations if dataset == OCCLUSION_SWEEP]
+    assert {run.experiment.label for run in runs} == {"Baseline", "FCDN", "CCDN", "Mean shape (reference)"}
+    assert all(run.experiment.train == "300w" for run in runs)
+    assert default.sweep_synth_arguments() == ["--seed", str(sweep["seed"]), "--n-train", "0", "--n-test",
+                                               str(sweep["faces"]), "--occlusion-levels",
+                                               ",".join(format(float(v), "g") for v in sweep["levels"])]
+    assert [p.name for p in default.sweep_outputs] == ["occlusion_sweep.png", "occlusion_sweep.pdf",
+                                                       "occlusion_sweep.csv"]
+    assert _grid(default.to_dict()).occlusion_sweep == sweep  # the resolved grid keeps it (ccdn report reads that)
+    assert "occlusion_sweep" not in paper.to_dict()
+
+
+@pytest.mark.parametrize("experiments, message", [
+    (["no-such-run"], r"occlusion_sweep\.experiments\[0\] \(no-such-run\): no such experiment"),
+    (["ccdn-aflw"], r"trained on aflw, not on 68 points"),
+])
+def test_occlusion_sweep_experiments_must_exist_and_predict_68_points(default_mapping: dict, experiments: list,
+                                                                       message: str) -> None:
+    mapping = copy.deepcopy(default_mapping)
+    mapping["occlusion_sweep"] = {**mapping["occlusion_sweep"], "experiments": experiments}
+    with pytest.raises(GridError, match=message):
+        _grid(mapping)
+    mapping["occlusion_sweep"] = {"levels": [0], "faces": 4, "experiments": ["ccdn-300w"]}  # one level: no sweep
+    with pytest.raises(GridError, match=r"occlusion_sweep\.levels"):
+        _grid(mapping)

@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from ccdn.grid import FIGURES, TABLES, load_grid
@@ -170,8 +171,10 @@ def test_dry_run_builds_the_full_dag(copy: Path, config: str) -> None:
     for path in (grid.readme_path, grid.summary_path, grid.ced_data_path("fig5"), grid.ced_data_path("fig7"),
                  grid.metrics_dir / "headline", grid.metrics_dir / "learning_curves.csv",
                  grid.figures_dir / "learning_curves.png", grid.tables_dir / "occlusion.md",
-                 grid.metrics_dir / "occlusion.csv", grid.compute_report_path, grid.compute_data_path):
+                 grid.metrics_dir / "occlusion.csv", grid.compute_report_path, grid.compute_data_path,
+                 *grid.sweep_outputs):  # the synthetic occlusion sweep: config.yaml only
         assert str(path) in outputs
+    assert rules.count("evaluate_occlusion_sweep") == len(grid.sweep_evaluations)
     if config == "config/paper.yaml":  # three seeds of the paper's recipe
         assert {f"ccdn-300w-s{seed}" for seed in (0, 1, 2)} <= {Path(o).parent.name for o in outputs}
 
@@ -224,6 +227,9 @@ def test_full_run_writes_every_result(full_run: Path) -> None:
     for run, dataset in grid.evaluations:
         metrics = json.loads(grid.metrics_path(run.name, dataset).read_text())
         assert metrics["run"] == run.name and metrics["dataset"] == dataset and metrics["synthetic"] is True
+    sweep = pd.read_csv(grid.metrics_dir / "occlusion_sweep.csv").set_index("occluded_pct")
+    assert list(sweep.index) == grid.occlusion_sweep["levels"] and sweep.notna().all().all()
+    assert all(path.is_file() and path.stat().st_size > 1000 for path in grid.sweep_outputs)
     resolved = load_grid(grid.results_dir / "config.yaml")  # the grid the reports were made from
     assert [r.name for r in resolved.runs] == [r.name for r in grid.runs]
 
@@ -246,6 +252,7 @@ def test_dvc_repro_metrics_and_plots(full_run: Path) -> None:
     assert max(len(line) for line in table.stdout.splitlines()) <= 200, table.stdout
     plots = run([dvc, "plots", "show", "--json"], full_run)
     assert "ced_fig5.csv" in plots.stdout and "ced_fig7.csv" in plots.stdout and "learning_curves.csv" in plots.stdout
+    assert "occlusion_sweep.csv" in plots.stdout
     assert (full_run / "dvc.lock").is_file()
     # DVC kept Snakemake's view intact: still nothing to do
     assert "Nothing to be done" in (p := snakemake(full_run, "--dry-run")).stdout + p.stderr

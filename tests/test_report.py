@@ -898,6 +898,75 @@ def test_occlusion_without_flags_says_so_instead_of_failing(grid, tmp_path):
     assert NO_FLAGS in paths[0].read_text() and paths[2].stat().st_size > 1000
 
 
+SWEEP_LEVELS = [0, 20, 50]  # percent of the 68 points hidden; four faces per level
+SWEEP_EXPERIMENTS = ("baseline-300w", "ccdn-300w", "mean-shape-300w")
+
+
+def write_occlusion_sweep_set(grid: FakeGrid, visible_px: float, occluded_px: float) -> float:
+    """A prepared sweep set (12 copies of one face, the first round(level × 68) points hidden at each level)
+    and its predictions, off by ``visible_px`` / ``occluded_px`` × (BASE / 5) px; the mean shape is off by
+    its BASE / 5 px everywhere. Returns the inter-pupil distance of the face."""
+    from ccdn.metrics import normalizing_distance
+
+    n, points = 4 * len(SWEEP_LEVELS), 68
+    gt = np.repeat(np.random.default_rng(5).normal(0, 30, (1, points, 2)) + 100, n, axis=0).astype(np.float32)
+    hidden = np.repeat([round(level / 100 * points) for level in SWEEP_LEVELS], 4)
+    occluded = np.arange(points)[None, :] < hidden[:, None]
+    ids = np.array([f"test/{i + 1}" for i in range(n)])
+    root = grid.prepared_dir("occlusion_sweep")
+    root.mkdir(parents=True, exist_ok=True)
+    np.savez(root / "test.npz", images=np.zeros((n, 4, 4, 3), np.uint8), landmarks=gt, to_original=np.zeros((n, 2, 3),
+             np.float32), original_landmarks=gt, boxes=np.tile(np.float32([0, 0, 200, 200]), (n, 1)),
+             face_size=np.full(n, 200, np.float32), occluded=occluded, attributes=np.zeros((n, 0), np.uint8),
+             attribute_names=np.array([], dtype=str), subset_names=np.array(["full"]),
+             subset_masks=np.ones((1, n), bool), face_ids=ids,
+             meta=np.array(json.dumps({"dataset": "cofw68", "split": "test", "scheme": "68", "synthetic": True})))
+    grid.occlusion_sweep = {"levels": SWEEP_LEVELS, "faces": 4, "seed": 0, "experiments": list(SWEEP_EXPERIMENTS)}
+    grid.sweep_evaluations = [(run, "occlusion_sweep") for run in grid.runs if run.experiment.id in SWEEP_EXPERIMENTS]
+    for run, dataset in grid.sweep_evaluations:
+        reference = run.experiment.id.startswith("mean-shape")
+        px = np.where(occluded, visible_px if reference else occluded_px, visible_px)[..., None]
+        pred = gt + px * BASE[run.experiment.id] / 5.0 * np.array([1.0, 0.0])
+        path = grid.predictions_path(run.name, dataset)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, pred=pred.astype(np.float32), gt=gt, face_ids=ids, err_inter_pupil=np.zeros(n),
+                 subset_names=np.array(["full"]), subset_masks=np.ones((1, n), bool))
+    return float(normalizing_distance(gt[:1].astype(np.float64), "inter_pupil", scheme="68")[0])
+
+
+def test_occlusion_sweep_curves_follow_the_hidden_share(grid, tmp_path):
+    from ccdn.report.occlusion_sweep import nearest_levels, write_occlusion_sweep
+
+    distance = write_occlusion_sweep_set(grid, visible_px=1.0, occluded_px=3.0)
+    paths = write_occlusion_sweep(grid, tmp_path / "figures", tmp_path / "metrics")
+    assert [p.name for p in paths] == ["occlusion_sweep.png", "occlusion_sweep.pdf", "occlusion_sweep.csv"]
+    curves = pd.read_csv(paths[2]).set_index("occluded_pct")
+    assert list(curves.index) == [0, 20, 50] and list(curves.columns) == ["Baseline", "CCDN", "Mean shape (reference)"]  # config order
+    for level in SWEEP_LEVELS:  # CCDN (BASE 5: 1 px visible, 3 px hidden): (1 × visible + 3 × hidden) / 68 points
+        hidden = round(level / 100 * 68)
+        expected = (1.0 * (68 - hidden) + 3.0 * hidden) / 68 * 100.0 / distance
+        assert curves.loc[level, "CCDN"] == pytest.approx(expected, rel=1e-4)
+        assert curves.loc[level, "Baseline"] == pytest.approx(1.4 * expected, rel=1e-4)  # BASE 7
+        assert curves.loc[level, "Mean shape (reference)"] == pytest.approx(2.0 * 100.0 / distance, rel=1e-4)
+    first = {p.name: p.read_bytes() for p in paths}
+    assert b"CreationDate" not in first["occlusion_sweep.pdf"] and paths[0].stat().st_size > 5000
+    write_occlusion_sweep(grid, tmp_path / "figures", tmp_path / "metrics")
+    assert {p.name: p.read_bytes() for p in paths} == first  # byte-stable
+    # a face's level is the configured one nearest to its hidden share (coincident points: one off)
+    assert nearest_levels(np.array([0.0, 13 / 68, 15 / 68, 33 / 68]), SWEEP_LEVELS).tolist() == [0, 20, 20, 50]
+    readme = write_readme(grid, tmp_path / "README.md", "config/config.yaml", tmp_path / "none").read_text()
+    assert "| Occlusion sweep | Occlusion sweep (synthetic data)" in readme
+    assert "`ccdn report figure occlusion_sweep --config config/config.yaml" in readme
+    assert find_rule(REPO / "workflow", "report figure occlusion_sweep") == "occlusion_sweep"
+
+
+def test_occlusion_sweep_without_a_sweep_names_the_config_key(grid, tmp_path):
+    from ccdn.report.occlusion_sweep import write_occlusion_sweep
+
+    with pytest.raises(ReportError, match="no `occlusion_sweep`"):
+        write_occlusion_sweep(grid, tmp_path / "f", tmp_path / "m")
+
+
 def test_claim_intervals_cover_seeds_as_well_as_faces():
     from ccdn.report.analysis import hull, seed_difference_interval
     from ccdn.report.stats import Interval

@@ -21,6 +21,8 @@ from ccdn.data.synth_face import (
     SCHEME_NAMES,
     Conditions,
     Occluder,
+    annotate,
+    hide_fraction,
     mirror_params,
     render_face,
     sample_params,
@@ -181,6 +183,45 @@ def test_cofw68_round_trip(tmp_path):
     assert occluded_test > 0.15 and occluded_test > occluded_train  # the COFW test set is heavily occluded
     assert synthesize("cofw68", tmp_path / "no-train", seed=2, n_train=0, n_test=2).joinpath(cofw.TEST_MAT).is_file()
     assert not (tmp_path / "no-train" / cofw.TRAIN_MAT).exists()
+
+
+def _hidden(params) -> np.ndarray:
+    _, self_hidden, object_hidden = annotate(params)
+    return self_hidden["68"] | object_hidden["68"]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_hide_fraction_hides_the_requested_share_of_points(seed):
+    params = sample_params(np.random.default_rng(seed), Conditions(expression=seed % 2 == 0))
+    assert not _hidden(params).any()  # a mild-pose face without occluders: nothing hidden yet
+    direction = float(np.random.default_rng(100 + seed).uniform(0, 2 * np.pi))
+    landmarks = annotate(params)[0]["68"]
+    coincident = len(landmarks) - len(np.unique(np.round(landmarks, 3), axis=0))
+    previous = np.zeros(68, bool)
+    for fraction in (0.0, 0.1, 0.25, 0.4, 0.5, 0.75, 1.0):
+        hidden = _hidden(hide_fraction(params, fraction, direction))
+        # exact, up to points that coincide (a closed mouth's corners) and so are hidden together
+        assert abs(int(hidden.sum()) - round(fraction * 68)) <= (1 if coincident else 0), (fraction, hidden.sum())
+        assert (hidden >= previous).all()  # the same bar reaching further in from the same side
+        previous = hidden
+    assert previous.all()
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        hide_fraction(params, 1.5, direction)
+
+
+def test_occlusion_sweep_set_renders_each_face_at_each_level(tmp_path):
+    root = synthesize("cofw68", tmp_path / "sweep", seed=1, n_train=0, n_test=3, occlusion_levels=[0, 20, 50])
+    faces = read_dataset("cofw68", root)["test"]
+    assert len(faces) == 9 and json.loads((root / "SYNTHETIC.json").read_text())["occlusion_levels"] == [0, 20, 50]
+    hidden = np.array([f.occluded.sum() for f in faces]).reshape(3, 3)  # level by level, three faces each
+    assert (np.abs(hidden - np.array([[0], [14], [34]])) <= 1).all(), hidden
+    for k in range(3):  # the same face (landmarks) at every level; only the occluder changes
+        np.testing.assert_allclose(faces[k].landmarks, faces[6 + k].landmarks)
+    assert not np.array_equal(faces[0].image, faces[6].image)
+    with pytest.raises(CCDNError, match="--n-train 0 --occlusion-levels"):
+        synthesize("300w", tmp_path / "bad", n_train=0, n_test=3, occlusion_levels=[0, 10])
+    with pytest.raises(CCDNError, match=r"in \[0, 100\]"):
+        synthesize("cofw68", tmp_path / "bad", n_train=0, n_test=3, occlusion_levels=[0, 120])
 
 
 def test_aflw_round_trip(tmp_path):

@@ -12,6 +12,12 @@ exaggerated expression, extreme illumination, make-up, occlusion, blur) from a p
 300W ``ibug`` faces get at least one hard factor and mostly large poses, COFW test faces are heavily
 occluded, WFLW faces carry exactly the flags their hard factors were rendered with.
 
+Occlusion sweep (``--occlusion-levels``): a COFW-68-format test set (the one format with per-point
+occlusion flags on the 68 points of the 300W models) whose faces are drawn like 300W's common test
+faces, without their random occluders, and each rendered once per level with a bar that hides exactly
+that share of its 68 points (``ccdn.data.synth_face.hide_fraction``): the same face and side at every
+level, so the curve of NME against the level measures occlusion alone.
+
 Determinism: every face has its own generator seeded by ``(seed, dataset, group, index)``, ``.mat``
 headers carry a fixed date and images are encoded without timestamps, so a seed gives
 byte-identical files.
@@ -23,8 +29,8 @@ import argparse
 import json
 import os
 import shutil
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +39,16 @@ from tqdm import tqdm
 
 from ccdn.errors import CCDNError
 from ccdn.data.formats import DATASET_NAMES, aflw, cofw, w300, wflw
-from ccdn.data.synth_face import CONDITIONS, Conditions, RenderedFace, annotate, render_face, sample_params
+from ccdn.data.synth_face import (
+    CONDITIONS,
+    Conditions,
+    RenderedFace,
+    FaceParams,
+    annotate,
+    hide_fraction,
+    render_face,
+    sample_params,
+)
 
 __all__ = [
     "synthesize",
@@ -45,6 +60,7 @@ __all__ = [
     "detector_box",
     "DEFAULT_N_TRAIN",
     "DEFAULT_N_TEST",
+    "SWEEP_FORMAT",
 ]
 
 DEFAULT_N_TRAIN = 64
@@ -53,6 +69,8 @@ MARKER = "SYNTHETIC.json"
 OWNER_MARKER = ".ccdn-synth"  # survives Snakemake deleting SYNTHETIC.json before a re-run
 GENERATOR = "ccdn.data.synth"
 _DATASET_CODES = {"300w": 300, "cofw68": 68, "aflw": 19, "wflw": 98}
+SWEEP_FORMAT = "cofw68"  # the occlusion sweep's on-disk format: per-point flags, the 68 points of 300W
+_SWEEP_GROUP = 2  # generator group of the sweep's faces (COFW-68's train and test sets are 0 and 1)
 
 
 @dataclass(frozen=True)
@@ -257,6 +275,44 @@ def _synth_wflw(root: Path, seed: int, n_train: int, n_test: int, bar: tqdm) -> 
     wflw.write_lists(root, lines["train"], lines["test"], subsets, full_test)
 
 
+def _synth_occlusion_sweep(root: Path, seed: int, faces: int, levels: tuple[float, ...], bar: tqdm) -> None:
+    """COFW-68-format test set: ``faces`` faces drawn like 300W's common test faces (no large pose, no random
+    occluders), each rendered once per level (percent of its 68 points hidden by one bar), level by level."""
+    profile = PROFILES["300w_common"]
+    conditions = sample_conditions(_rng(seed, SWEEP_FORMAT, _SWEEP_GROUP, 0, purpose=1), profile, faces)
+    drawn = []
+    for k in range(faces):
+        params = _unoccluded(_rng(seed, SWEEP_FORMAT, _SWEEP_GROUP, k), replace(conditions[k], pose=False,
+                                                                                 occlusion=False))
+        side = _rng(seed, SWEEP_FORMAT, _SWEEP_GROUP, k, purpose=3)
+        drawn.append((k, params, float(side.uniform(0.0, 2 * np.pi)), tuple(side.uniform(0.05, 0.95, 3))))
+    images, lm29, occ29, box29, lm68, occ68, box68 = [], [], [], [], [], [], []
+    for level in levels:
+        for k, params, direction, colour in drawn:
+            face = render_face(hide_fraction(params, level / 100.0, direction, colour))
+            box = detector_box(_rng(seed, SWEEP_FORMAT, _SWEEP_GROUP, k, purpose=4), face)  # the same at every level
+            images.append(face.image)
+            lm29.append(face.landmarks["29"])
+            occ29.append(face.occluded("29"))
+            box29.append(box)
+            lm68.append(face.landmarks["68"])
+            occ68.append(face.occluded("68"))
+            box68.append(box)
+            bar.update()
+    cofw.write_cofw29(root / cofw.TEST_MAT, "test", images, np.array(lm29), np.array(occ29), np.array(box29))
+    cofw.write_cofw68(root, np.array(lm68), np.array(occ68), np.array(box68))
+
+
+def _unoccluded(rng: np.random.Generator, conditions: Conditions, tries: int = 20) -> FaceParams:
+    """A face none of whose 68 points the head itself hides (a turned-away jaw point would count as occluded
+    at every level), redrawn up to ``tries`` times; the last draw otherwise."""
+    for _ in range(tries):
+        params = sample_params(rng, conditions)
+        if not annotate(params)[1]["68"].any():
+            break
+    return params
+
+
 _WRITERS = {"300w": _synth_300w, "cofw68": _synth_cofw68, "aflw": _synth_aflw, "wflw": _synth_wflw}
 
 
@@ -270,6 +326,7 @@ def synthesize(
     n_train: int = DEFAULT_N_TRAIN,
     n_test: int = DEFAULT_N_TEST,
     progress: bool = False,
+    occlusion_levels: Sequence[float] | None = None,
 ) -> Path:
     """Write a synthetic ``dataset`` in its real on-disk format into ``out_dir``; returns ``out_dir``.
 
@@ -278,9 +335,13 @@ def synthesize(
     written by this generator; real data is never overwritten. For ``cofw68``, ``n_train`` faces
     go to ``COFW_train_color.mat`` (29 points; 0 writes no training file) since COFW-68 itself
     has test labels only.
+
+    ``occlusion_levels`` (percent of points hidden, ``cofw68`` only, ``n_train`` 0) writes the occlusion
+    sweep instead: ``n_test`` faces, each once per level (module docstring).
     """
     if dataset not in _WRITERS:
         raise ValueError(f"unknown dataset {dataset!r}; known datasets: {', '.join(DATASET_NAMES)}")
+    levels = _check_levels(dataset, n_train, occlusion_levels)
     _check_sizes(dataset, n_train, n_test)
     out = Path(out_dir)
     _check_replaceable(out)
@@ -289,10 +350,16 @@ def synthesize(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        with tqdm(total=n_train + n_test, desc=f"synth {dataset}", unit="face", disable=not progress) as bar:
-            _WRITERS[dataset](tmp, seed, n_train, n_test, bar)
+        total = n_test * len(levels) if levels else n_train + n_test
+        with tqdm(total=total, desc=f"synth {dataset}", unit="face", disable=not progress) as bar:
+            if levels:
+                _synth_occlusion_sweep(tmp, seed, n_test, levels, bar)
+            else:
+                _WRITERS[dataset](tmp, seed, n_train, n_test, bar)
         info = {"synthetic": True, "seed": seed, "dataset": dataset, "generator": GENERATOR}
         info.update(n_train=n_train, n_test=n_test)
+        if levels:
+            info["occlusion_levels"] = list(levels)
         text = json.dumps(info, indent=2, sort_keys=True) + "\n"
         (tmp / MARKER).write_text(text, encoding="utf-8")
         (tmp / OWNER_MARKER).write_text(text, encoding="utf-8")
@@ -301,6 +368,20 @@ def synthesize(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _check_levels(dataset: str, n_train: int, levels: Sequence[float] | None) -> tuple[float, ...]:
+    """The sweep's levels (percent), checked: cofw68 only, a test set only, each in [0, 100]."""
+    if levels is None:
+        return ()
+    if dataset != SWEEP_FORMAT or n_train != 0:
+        raise CCDNError(f"--occlusion-levels writes a test set in the {SWEEP_FORMAT} format (per-point flags): use "
+                        f"`ccdn synth {SWEEP_FORMAT} --n-train 0 --occlusion-levels ...`; got {dataset} with "
+                        f"--n-train {n_train}")
+    bad = [v for v in levels if not 0.0 <= float(v) <= 100.0]
+    if not levels or bad:
+        raise CCDNError(f"--occlusion-levels: percentages of hidden points in [0, 100], e.g. 0,10,20; got {list(levels)}")
+    return tuple(float(v) for v in levels)
 
 
 def _check_sizes(dataset: str, n_train: int, n_test: int) -> None:
@@ -354,11 +435,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--n-train", type=int, default=DEFAULT_N_TRAIN, help=f"training faces (default {DEFAULT_N_TRAIN})"
     )
     parser.add_argument("--n-test", type=int, default=DEFAULT_N_TEST, help=f"test faces (default {DEFAULT_N_TEST})")
+    parser.add_argument("--occlusion-levels", type=_levels, default=None, metavar="P,P,...",
+                        help=f"occlusion sweep ({SWEEP_FORMAT} only, with --n-train 0): render each of the --n-test "
+                        "faces once per level, with a bar hiding that percentage of its 68 points (e.g. 0,10,20,30)")
     parser.set_defaults(func=run)
 
 
+def _levels(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected percentages separated by commas (e.g. 0,10,20); got {text!r}")
+
+
 def run(args: argparse.Namespace) -> int:
-    root = synthesize(args.dataset, args.out, seed=args.seed, n_train=args.n_train, n_test=args.n_test, progress=True)
+    root = synthesize(args.dataset, args.out, seed=args.seed, n_train=args.n_train, n_test=args.n_test, progress=True,
+                      occlusion_levels=args.occlusion_levels)
     sizes = f"{args.n_train} train / {args.n_test} test faces"
+    if args.occlusion_levels:
+        sizes = f"{args.n_test} faces × occlusion levels {args.occlusion_levels} %"
     print(f"wrote synthetic {args.dataset}: {sizes}, seed {args.seed} -> {root}")
     return 0

@@ -31,6 +31,8 @@ from ccdn.grid.load import (
 from ccdn.grid.model import (
     DATASETS,
     FIGURES,
+    OCCLUSION_SWEEP,
+    SWEEP_STEM,
     TABLE_DATASETS,
     TABLE_EXTENSIONS,
     TABLES,
@@ -47,6 +49,8 @@ from ccdn.grid.schema import load_schema, schema_path, validate_config
 __all__ = [
     "DATASETS",
     "FIGURES",
+    "OCCLUSION_SWEEP",
+    "SWEEP_STEM",
     "TABLE_DATASETS",
     "TABLE_EXTENSIONS",
     "TABLES",

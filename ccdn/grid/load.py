@@ -68,6 +68,10 @@ def grid_from_mapping(
         for i, raw in enumerate(config["experiments"])
     ]
     _check_experiments(experiments, datasets, source)
+    sweep = config.get("occlusion_sweep")
+    if sweep is not None:
+        sweep = {"seed": 0, **sweep}
+        _check_sweep(sweep, experiments, source)
     seeds = [int(s) for s in config["seeds"]]
     runs = [Run(name=f"{e.id}-s{seed}", experiment=e, seed=seed) for e in experiments for seed in seeds]
     return Grid(
@@ -83,6 +87,7 @@ def grid_from_mapping(
         experiments=experiments,
         runs=runs,
         root=root_path,
+        occlusion_sweep=sweep,
     )
 
 
@@ -110,6 +115,23 @@ def _check_experiments(experiments: list[Experiment], datasets: Mapping[str, Any
                 problems.append(
                     f"{where}: listed in {table} but evaluates none of {list(wanted)}; add one to `evaluate`"
                 )
+    if problems:
+        raise GridError("invalid grid config:\n  " + "\n  ".join(problems))
+
+
+def _check_sweep(sweep: Mapping[str, Any], experiments: list[Experiment], source: str) -> None:
+    """The sweep's experiments exist and predict the 68 points its faces are annotated with."""
+    from ccdn.data.schemes import DATASETS as DATASET_TABLE
+
+    known = {e.id: e for e in experiments}
+    problems = []
+    for i, experiment_id in enumerate(sweep["experiments"]):
+        where = f"{source}: occlusion_sweep.experiments[{i}] ({experiment_id})"
+        if experiment_id not in known:
+            problems.append(f"{where}: no such experiment; use ids listed under `experiments:`")
+        elif DATASET_TABLE[known[experiment_id].train].scheme != "68":
+            problems.append(f"{where}: trained on {known[experiment_id].train}, not on 68 points; the sweep's faces "
+                            "carry the 68 points of 300W: list experiments trained on 300w")
     if problems:
         raise GridError("invalid grid config:\n  " + "\n  ".join(problems))
 

@@ -62,6 +62,8 @@ DEFAULT_PATHS: dict[str, str] = {"raw": "data/raw", "prepared": "data/prepared",
 DEFAULT_BASE_CONFIG = "ccdn/configs/default.yaml"
 
 
+OCCLUSION_SWEEP = "occlusion_sweep"  # the synthetic sweep set's folder name under raw/, prepared/ and eval/
+SWEEP_STEM = "occlusion_sweep"  # its figure (png, pdf) and curve data (csv)
 RUN_CONFIG_NAME = "run_config.yaml"  # in each run directory, beside the config.yaml `ccdn train` records
 RUN_NAME_RE = re.compile(r"^(?P<id>.+)-s(?P<seed>\d+)$")
 
@@ -113,6 +115,7 @@ class Grid:
     experiments: list[Experiment]
     runs: list[Run] = field(default_factory=list)
     root: Path | None = None
+    occlusion_sweep: Mapping[str, Any] | None = None  # levels, faces, seed, experiments; None: no sweep
 
     # -- paths ---------------------------------------------------------------------------------
     def _path(self, key: str, *parts: str) -> Path:
@@ -275,6 +278,28 @@ class Grid:
             args += ["--n-test", str(spec["n_test"])]
         return args
 
+    # -- the synthetic occlusion sweep -----------------------------------------------------------
+    @property
+    def sweep_evaluations(self) -> list[tuple[Run, str]]:
+        """(run, ``OCCLUSION_SWEEP``) for every run of the sweep's experiments; empty without a sweep."""
+        wanted = set(self.occlusion_sweep["experiments"]) if self.occlusion_sweep else set()
+        return [(run, OCCLUSION_SWEEP) for run in self.runs if run.experiment.id in wanted]
+
+    def sweep_synth_arguments(self) -> list[str]:
+        """The options of `ccdn synth cofw68` that write the sweep set."""
+        spec = self.occlusion_sweep or {}
+        levels = ",".join(format(float(v), "g") for v in spec.get("levels", []))
+        return ["--seed", str(spec.get("seed", 0)), "--n-train", "0", "--n-test", str(spec.get("faces", 0)),
+                "--occlusion-levels", levels]
+
+    @property
+    def sweep_outputs(self) -> list[Path]:
+        """The sweep's figure (png, pdf) and curve data (csv); empty without a sweep."""
+        if not self.occlusion_sweep:
+            return []
+        return [self.figures_dir / f"{SWEEP_STEM}.png", self.figures_dir / f"{SWEEP_STEM}.pdf",
+                self.metrics_dir / f"{SWEEP_STEM}.csv"]
+
     def prepare_overrides(self) -> list[str]:
         return as_overrides(self.prepare)
 
@@ -301,7 +326,13 @@ class Grid:
                 }
                 for e in self.experiments
             ],
+            **({"occlusion_sweep": _plain_sweep(self.occlusion_sweep)} if self.occlusion_sweep else {}),
         }
+
+
+def _plain_sweep(sweep: Mapping[str, Any]) -> dict[str, Any]:
+    return {"levels": list(sweep["levels"]), "faces": int(sweep["faces"]), "seed": int(sweep.get("seed", 0)),
+            "experiments": list(sweep["experiments"])}
 
 
 def as_overrides(mapping: Mapping[str, Any]) -> list[str]:

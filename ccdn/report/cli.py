@@ -24,8 +24,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     table.add_argument("--claims", type=Path, default=None,
                        help="the paper's claims checked under the table (default: config/claims.yaml)")
 
-    figure = sub.add_parser("figure", help="Fig. 5 / 7 (CED curves), Fig. 8 (activation maps) or the learning curves")
-    figure.add_argument("name", choices=("fig5", "fig7", "fig8", "learning_curves"))
+    figure = sub.add_parser("figure", help="Fig. 5 / 7 (CED curves), Fig. 8 (activation maps), the learning curves "
+                            "or the synthetic occlusion sweep")
+    figure.add_argument("name", choices=("fig5", "fig7", "fig8", "learning_curves", "occlusion_sweep"))
     _common(figure, "results/figures", "output folder")
     figure.add_argument("--metrics-dir", type=Path, default=None,
                         help="where the plotted data (CSV) go (default: <results>/metrics)")
@@ -92,6 +93,11 @@ def run(args: argparse.Namespace) -> int:
 
         metrics_dir = args.metrics_dir if args.metrics_dir is not None else Path(grid.results_dir) / "metrics"
         paths = write_learning_curves(grid, args.out, metrics_dir)
+    elif args.report_command == "figure" and args.name == "occlusion_sweep":
+        from ccdn.report.occlusion_sweep import write_occlusion_sweep
+
+        metrics_dir = args.metrics_dir if args.metrics_dir is not None else Path(grid.results_dir) / "metrics"
+        paths = write_occlusion_sweep(grid, args.out, metrics_dir)
     elif args.report_command == "figure":
         from ccdn.report.figures import write_figure
 

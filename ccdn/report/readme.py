@@ -25,6 +25,8 @@ from ccdn.report.compute import COMPUTE_REPORT, compute_paths, count_text, run_c
 from ccdn.report.curves import LEARNING_STEM, learning_paths
 from ccdn.report.figures import CED_FIGURES, FIG8_STEM, figure_paths
 from ccdn.report.occlusion import OCCLUSION_STEM, occlusion_paths
+from ccdn.report.occlusion_sweep import CAPTION as SWEEP_CAPTION
+from ccdn.report.occlusion_sweep import SWEEP_STEM, sweep_paths
 from ccdn.report.render import table_paths
 from ccdn.report.tables import TABLE_SPECS, TableResult, build_table
 
@@ -103,6 +105,10 @@ def products(grid: Any, config_path: str, workflow_dir: Path) -> list[Product]:
                          occlusion_paths(tables_dir, figures_dir, metrics_dir),
                          f"ccdn report occlusion --config {config_path} --out {tables_dir}",
                          find_rule(workflow_dir, "report occlusion")))
+    if getattr(grid, "occlusion_sweep", None):
+        items.append(Product("Occlusion sweep", SWEEP_CAPTION, sweep_paths(figures_dir, metrics_dir),
+                             f"ccdn report figure {SWEEP_STEM} --config {config_path} --out {figures_dir}",
+                             find_rule(workflow_dir, f"report figure {SWEEP_STEM}")))
     headline = metrics_dir / "headline"
     items.append(Product("Headline", "Our main row per table column, the paper's number and × mean shape, one "
                                      "file per column (`dvc metrics show`).", [headline],
@@ -254,6 +260,10 @@ def render_readme(grid: Any, out_path: Path, config_path: str = "config/config.y
             out += [f"![{caption}]({_link(png, base)})", "", f"*{caption}*", ""]
         else:
             out += [f"*{caption}* — not generated yet: `snakemake --cores all {png}`", ""]
+    if getattr(grid, "occlusion_sweep", None):  # always synthetic faces: its caption says so
+        png = figures_dir / f"{SWEEP_STEM}.png"
+        out += ([f"![{SWEEP_CAPTION}]({_link(png, base)})", "", f"*{SWEEP_CAPTION}*", ""] if png.is_file() else
+                [f"*{SWEEP_CAPTION}* — not generated yet: `snakemake --cores all {png}`", ""])
     out += ["## Runs", "", "| Run | Label | Model | Trained on | Evaluated on | Tables |", "|---|---|---|---|---|---|"]
     for run in runs:
         e = run.experiment

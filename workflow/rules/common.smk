@@ -6,7 +6,7 @@ import os
 import re
 import shlex
 
-from ccdn.grid import FIGURES, TABLES, grid_from_mapping, run_config
+from ccdn.grid import FIGURES, OCCLUSION_SWEEP, TABLES, grid_from_mapping, run_config
 
 
 def config_source():
@@ -103,13 +103,28 @@ def occlusion_inputs(wildcards):
         {str(GRID.prepared_dir(d)) for _, d in chosen})
 
 
+def sweep_files():
+    """The synthetic occlusion sweep's figure (png, pdf) and curve data (csv); none without `occlusion_sweep`."""
+    return [str(p) for p in GRID.sweep_outputs]
+
+
+def sweep_inputs(wildcards):
+    """The sweep's evaluations and its prepared set (the per-point occlusion flags)."""
+    return [str(GRID.metrics_path(run.name, d)) for run, d in GRID.sweep_evaluations] + [
+        str(GRID.prepared_dir(OCCLUSION_SWEEP))]
+
+
+def sweep_synth_arguments(wildcards):
+    return shlex.join(GRID.sweep_synth_arguments())
+
+
 def final_outputs():
     """Every model, evaluation, table and figure of the grid, the metrics summary and results/README.md.
 
     Models and evaluations are targets themselves (not only intermediates), so that deleting one
     run's model.pt retrains that run and then refreshes exactly what depends on it.
     """
-    reports = table_targets() + figure_targets() + learning_files() + occlusion_files()
+    reports = table_targets() + figure_targets() + learning_files() + occlusion_files() + sweep_files()
     reports += [str(GRID.summary_path), HEADLINE_DIR] + compute_files()
     reports += [str(GRID.readme_path)]
     return model_targets() + evaluation_targets() + reports
@@ -226,5 +241,5 @@ def compute_inputs(wildcards):
 
 
 def readme_inputs(wildcards):
-    return table_targets() + figure_targets() + learning_files() + occlusion_files() + [
+    return table_targets() + figure_targets() + learning_files() + occlusion_files() + sweep_files() + [
         str(GRID.summary_path), HEADLINE_DIR] + compute_files()

@@ -35,7 +35,7 @@ from ccdn.data.synth_face.geometry import (
     template_landmarks,
 )
 from ccdn.data.synth_face.painting import render_face
-from ccdn.data.synth_face.sampling import sample_params, sample_shape
+from ccdn.data.synth_face.sampling import hide_fraction, sample_params, sample_shape
 
 __all__ = [
     "CONDITIONS",
@@ -47,6 +47,7 @@ __all__ = [
     "RenderedFace",
     "sample_shape",
     "sample_params",
+    "hide_fraction",
     "template_landmarks",
     "project",
     "annotate",

@@ -16,6 +16,7 @@ from ccdn.data.synth_face.geometry import (
     FaceParams,
     FaceShape,
     Occluder,
+    annotate,
     head_half_extent,
     project,
     template_landmarks,
@@ -221,3 +222,33 @@ def _occluders(rng: np.random.Generator, params: FaceParams, heavy: bool) -> tup
         radii = (radii[0] * size * _u(rng, 0.85, 1.15), radii[1] * size * _u(rng, 0.85, 1.15))
         shapes.append(Occluder(kind, tuple(centre + jitter), radii, angle, colour, stripes))  # type: ignore[arg-type]
     return tuple(shapes)
+
+
+def hide_fraction(params: FaceParams, fraction: float, direction: float,
+                  colour: tuple[float, float, float] = (0.35, 0.35, 0.4), scheme: str = "68") -> FaceParams:
+    """``params`` with one opaque bar added so that exactly ``round(fraction × points)`` points of ``scheme``
+    are hidden (points the face itself turns away count as hidden; more of those than wanted stay hidden).
+
+    Why a bar: a controlled occlusion sweep needs the hidden share set, not drawn. The bar comes in from
+    the side ``direction`` (radians, image axes) and its edge stops between the last point it must hide
+    and the next, so the same face and direction at a larger fraction is the same bar reaching further.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"occluded fraction must be in [0, 1], got {fraction}")
+    landmarks, self_hidden, object_hidden = annotate(params)
+    points, hidden = landmarks[scheme], self_hidden[scheme] | object_hidden[scheme]
+    wanted = int(round(fraction * len(points)))
+    if wanted <= int(hidden.sum()):
+        return params
+    along = np.array([math.cos(direction), math.sin(direction)])
+    depth = points @ along  # how far in from the bar's side
+    ranked = np.sort(depth)
+    gaps = np.flatnonzero(np.diff(ranked) > 1e-3)  # coincident points (a closed mouth's corners) go together
+    edges = np.concatenate([[ranked[0] - 1.0], (ranked[gaps] + ranked[gaps + 1]) / 2, [ranked[-1] + 1.0]])
+    counts = np.array([int((hidden | (depth < e)).sum()) for e in edges])
+    edge = float(edges[int(np.argmin(np.abs(counts - wanted)))])  # the first edge closest to the wanted count
+    reach = 2.0 * float(max(params.width, params.height))  # half-size: the bar spans the whole image
+    across = points.mean(axis=0) - along * (points.mean(axis=0) @ along)
+    centre = across + along * (edge - reach)
+    bar = Occluder("rect", (float(centre[0]), float(centre[1])), (reach, reach), direction, colour)
+    return replace(params, occluders=(*params.occluders, bar))
