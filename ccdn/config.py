@@ -9,6 +9,7 @@ tags every tracked run and guards a run directory against being resumed with ano
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import re
@@ -47,7 +48,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser when built with it: 10x faster
     """YAML 1.1 reads ``1e-3`` (no dot) as a string; people write learning rates that way."""
 
 
@@ -59,12 +60,18 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> dict[str, Any]:
     """The packaged default, deep-merged with ``path`` (if given), then ``key=value`` ``overrides``."""
-    config = read_yaml(DEFAULT_CONFIG_PATH)
+    config = copy.deepcopy(_packaged_default())
     if path is not None:
         config = merge_config(config, read_yaml(Path(path)), source=str(path))
     config = apply_overrides(config, overrides)
     validate_config(config)
     return config
+
+
+@functools.lru_cache(maxsize=1)
+def _packaged_default() -> dict[str, Any]:
+    """The packaged recipe, read once per process (the grid resolves every run from it)."""
+    return read_yaml(DEFAULT_CONFIG_PATH)
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -195,6 +202,12 @@ def validate_config(config: Mapping[str, Any]) -> None:
         raise ConfigError(f"optim.betas must be a list of two numbers, got {optim['betas']!r}")
     if not isinstance(optim["milestones"], list) or any(not isinstance(m, int) for m in optim["milestones"]):
         raise ConfigError(f"optim.milestones must be a list of epoch numbers, got {optim['milestones']!r}")
+    warmup = optim["warmup_epochs"]
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ConfigError(f"optim.warmup_epochs must be an integer >= 0 (0: no warm-up), got {warmup!r}")
+    if optim["milestones"] and warmup > min(optim["milestones"]):
+        raise ConfigError(f"optim.warmup_epochs={warmup} must end by the first milestone "
+                          f"({min(optim['milestones'])}): lower it or move optim.milestones")
     gammas = config["loss"]["gammas"]
     if not (isinstance(gammas, list) and len(gammas) == 3):
         raise ConfigError(f"loss.gammas must be a list of three numbers (gamma_1..3 of Eq. 9), got {gammas!r}")

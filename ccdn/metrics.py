@@ -9,7 +9,6 @@ callers multiply by 100 for the tables.
 from __future__ import annotations
 
 import numpy as np
-from scipy.integrate import simpson
 
 from ccdn.data.schemes import LandmarkScheme, get_scheme
 
@@ -86,6 +85,8 @@ def auc(errors, threshold: float = 0.1, method: str = "exact") -> float:
     if method == "exact":
         return float(np.mean(np.clip(1.0 - values / threshold, 0.0, None)))
     if method == "simpson":
+        from scipy.integrate import simpson  # imported here: scipy.integrate costs 0.6 s in every job
+
         thresholds, fractions = ced(values, threshold, steps=1000)
         return float(simpson(fractions, x=thresholds) / threshold)
     raise ValueError(f"unknown AUC method {method!r}; choose 'exact' or 'simpson'")

@@ -168,6 +168,10 @@ def test_run_config_is_the_one_hand_off_to_train(default_mapping: dict, tmp_path
          "experiments[6] (baseline-aflw)"),
         (lambda m: m.update(base_config="nowhere/default.yaml"), "base_config nowhere/default.yaml not found"),
         (lambda m: m["experiments"][0].update(model="cdnn"), "model 'cdnn' is not registered; registered models:"),
+        (lambda m: m.update(model_recipe={"timm/resnet81": {"model.options.input_size": 48}}),
+         "model_recipe names ['timm/resnet81'], which no experiment trains"),
+        (lambda m: m.update(model_recipe={"timm/resnet18": {"optim.lerning_rate": 1}}),
+         "experiments[23] (timm-resnet18-300w)"),
         # the allowed names come from the dataset table (ccdn.data.schemes.DATASETS), not the schema file
         (lambda m: m["experiments"][0].update(evaluate=["300W"]), "'300W' is not one of ['300w', 'cofw68', 'aflw', 'wflw']"),
     ],
@@ -250,3 +254,16 @@ def test_occlusion_sweep_experiments_must_exist_and_predict_68_points(default_ma
     mapping["occlusion_sweep"] = {"levels": [0], "faces": 4, "experiments": ["ccdn-300w"]}  # one level: no sweep
     with pytest.raises(GridError, match=r"occlusion_sweep\.levels"):
         _grid(mapping)
+
+
+def test_model_recipe_applies_to_that_model_only_and_before_overrides(default_mapping: dict) -> None:
+    mapping = copy.deepcopy(default_mapping)
+    mapping["model_recipe"] = {"ccdn": {"model.options.input_size": 48, "model.options.num_excitations": 3}}
+    grid = _grid(mapping)
+    assert run_config(grid, "ccdn-300w-s0")["model"]["options"]["input_size"] == 48
+    assert run_config(grid, "baseline-300w-s0")["model"]["options"]["input_size"] == 32
+    # an experiment's own overrides still win, and the tables see the resolved P
+    assert run_config(grid, "ccdn-300w-p2-s0")["model"]["options"]["num_excitations"] == 2
+    assert grid.experiment("ccdn-300w").num_excitations == 3
+    assert grid.to_dict()["model_recipe"] == mapping["model_recipe"]
+    assert load_grid(ROOT / "config/paper.yaml", root=ROOT).model_recipe == {}

@@ -201,3 +201,32 @@ def test_shards_of_a_global_batch_match_the_single_process_batch():
     assert list(single) != order  # a new order every epoch
     single.set_epoch(4, skip_batches=2)
     assert list(single) == order[12:]  # mid-epoch resume
+
+
+def test_warmup_ramps_the_rate_per_step_then_leaves_the_staircase_alone(tiny_300w, tmp_path, single_thread,
+                                                                        monkeypatch):
+    from ccdn.training.warmup import warmup_factor
+
+    assert [warmup_factor(s, 4) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert warmup_factor(0, 0) == 1.0
+    config = tiny_config(tiny_300w, "model.name=baseline", "train.max_steps_per_epoch=4", "optim.epochs=4",
+                         "optim.lr=1e-3", "optim.warmup_epochs=2", "optim.milestones=[3]", "optim.lr_gamma=0.1")
+    seen, original_step = [], torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return original_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    result = train(config, tmp_path / "warm", progress=False)
+    expected = [1e-3 * (s + 1) / 8 for s in range(8)] + [1e-3] * 4 + [1e-4] * 4
+    assert seen == pytest.approx(expected)
+    # history records the rate each epoch ended with: half-way through the warm-up after epoch 1
+    assert [r["lr"] for r in result.history if r["epoch"] > 0] == pytest.approx([0.5e-3, 1e-3, 1e-3, 1e-4])
+
+
+@pytest.mark.parametrize(("override", "needle"), [("optim.warmup_epochs=-1", "integer >= 0"),
+                                                  ("optim.warmup_epochs=5", r"must end by the first milestone \(3\)")])
+def test_bad_warmup_is_refused(tiny_300w, override, needle):
+    with pytest.raises(ConfigError, match=needle):
+        tiny_config(tiny_300w, "optim.milestones=[3]", override)

@@ -116,6 +116,7 @@ class Grid:
     runs: list[Run] = field(default_factory=list)
     root: Path | None = None
     occlusion_sweep: Mapping[str, Any] | None = None  # levels, faces, seed, experiments; None: no sweep
+    model_recipe: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # model name -> dotted settings
 
     # -- paths ---------------------------------------------------------------------------------
     def _path(self, key: str, *parts: str) -> Path:
@@ -255,7 +256,7 @@ class Grid:
 
     def run_settings(self, run_name: str) -> list[tuple[str, Any]]:
         """The dotted settings one run applies over `base_config`, in order (later wins): the run's own
-        facts, then `recipe`, then the experiment's `overrides` (`ccdn.grid.run_config` resolves them)."""
+        facts, then `recipe` and the model's `model_recipe`, then the experiment's `overrides` (`ccdn.grid.run_config` resolves them)."""
         run = self.run(run_name)
         exp = run.experiment
         fixed = {
@@ -266,7 +267,11 @@ class Grid:
             "tracking.run_name": run.name,
         }
         tags = {"tracking.tags.grid_experiment": exp.id, "tracking.tags.paper_tables": ",".join(exp.tables) or "none"}
-        return [*fixed.items(), *tags.items(), *self.recipe.items(), *exp.overrides.items()]
+        return [*fixed.items(), *tags.items(), *self.recipe_for(exp.model).items(), *exp.overrides.items()]
+
+    def recipe_for(self, model: str) -> dict[str, Any]:
+        """`recipe`, then the model's own `model_recipe` settings (e.g. a larger input for a stride-32 backbone)."""
+        return {**self.recipe, **self.model_recipe.get(model, {})}
 
     def synth_arguments(self, dataset: str) -> list[str]:
         """The options of `ccdn synth` for a synthetic dataset."""
@@ -312,6 +317,7 @@ class Grid:
             "datasets": {name: dict(spec) for name, spec in self.datasets.items()},
             "prepare": dict(self.prepare),
             "recipe": dict(self.recipe),
+            "model_recipe": {name: dict(settings) for name, settings in self.model_recipe.items()},
             "evaluation": dict(self.evaluation),
             "seeds": list(self.seeds),
             "experiments": [

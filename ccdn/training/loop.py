@@ -48,6 +48,7 @@ from ccdn.training.data import (
     validation_norm,
 )
 from ccdn.training.determinism import seed_everything
+from ccdn.training.warmup import apply_warmup
 from ccdn.training.signals import STOP_SIGNALS, on_stop_signals  # noqa: F401  (STOP_SIGNALS re-exported)
 
 CHECKPOINT_FORMAT = 1
@@ -326,6 +327,8 @@ class Trainer:
                                      f"{self._recovery()}")
         self.optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
+        apply_warmup(self.optimizer, float(self.config["optim"]["lr"]), self.global_step,
+                     int(self.config["optim"]["warmup_epochs"]) * self.steps_per_epoch)
         self.optimizer.step()
         if not guard.weights_are_finite(self.model):
             bad = guard.nonfinite_tensors(self.model.state_dict())
