@@ -35,6 +35,7 @@ RUNTIME_KEYS = frozenset(
         "train.keep_epoch_checkpoints",
         "train.val_batch_size",
         "tracking.enabled",
+        "tracking.defer",
         "tracking.experiment",
         "tracking.tags",
     }
@@ -220,6 +221,9 @@ def validate_config(config: Mapping[str, Any]) -> None:
     minutes = config["train"]["checkpoint_minutes"]
     if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or minutes < 0:
         raise ConfigError(f"train.checkpoint_minutes must be a number >= 0 (0: after every step), got {minutes!r}")
+    for key in ("enabled", "defer"):
+        if not isinstance(config["tracking"][key], bool):
+            raise ConfigError(f"tracking.{key} must be true or false, got {config['tracking'][key]!r}")
     for key in ("channels_last", "deterministic", "sync_batchnorm"):
         if not isinstance(config["train"][key], bool):
             raise ConfigError(f"train.{key} must be true or false, got {config['train'][key]!r}")

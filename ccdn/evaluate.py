@@ -237,7 +237,7 @@ def evaluate(run_dir: Path | str, data: Path | str, *, split: str = "test", flip
         title = f"{metrics['run']} on {dataset_name}/{split}: face activation maps{marks}"
         save_activation_maps(model, dataset, activation_map_indices(len(dataset), activation_maps), out,
                              device=torch_device, title=title)
-    if track and config["tracking"]["enabled"]:
+    if track and config["tracking"]["enabled"] and not config["tracking"]["defer"]:  # deferred: `ccdn track`
         _attach_to_training_run(run_dir, config, metrics, out)
     return metrics
 
@@ -280,15 +280,9 @@ def _attach_to_training_run(run_dir: Path, config: Mapping[str, Any], metrics: M
             run_name=default_run_name(config))
         if not tracker.active:
             return
-        prefix = f"eval/{metrics['dataset']}" + ("-flip" if metrics["flip_test"] else "")
-        flat: dict[str, float] = {}
-        for subset, entry in metrics["subsets"].items():
-            for measure in ("nme", f"fr@{THRESHOLD:g}", f"auc@{THRESHOLD:g}"):
-                for norm, value in entry[measure].items():
-                    flat[f"{prefix}/{subset}/{measure}_{norm}"] = value
-        tracker.log_metrics(flat, step=0)
-        for name in ("metrics.json", "predictions.npz", "activation_maps.png", "activation_maps.npz"):
-            tracker.log_artifact(out / name, prefix)
+        tracker.log_metrics(tracking.eval_metrics(metrics, THRESHOLD, tracking.eval_prefix(metrics)), step=0)
+        for name in tracking.EVAL_ARTIFACTS:
+            tracker.log_artifact(out / name, tracking.eval_prefix(metrics))
 
 
 # ---------------------------------------------------------------------------------------- CLI

@@ -38,6 +38,8 @@ from ccdn.io import write_text
 T = TypeVar("T")
 
 TRACKING_FILE = "tracking.json"
+# The files of one evaluation logged as artefacts under ``eval/<dataset>`` of the training run.
+EVAL_ARTIFACTS = ("metrics.json", "predictions.npz", "activation_maps.png", "activation_maps.npz")
 DB_NAME = "mlflow.db"
 
 # Used only when the user has not set them: fail fast on an unreachable server.
@@ -218,6 +220,11 @@ class Tracker:
 
         return self._call("search run", search)
 
+    def delete_run(self, run_id: str) -> None:
+        """Mark an earlier run deleted (``ccdn track`` replacing the import of a run that changed)."""
+        if self.enabled:
+            self._call("delete replaced run", lambda: self._get_client().delete_run(run_id))
+
     def finish(self, status: str = "FINISHED") -> None:
         """Mark the run FINISHED / FAILED / KILLED."""
         if self.active:
@@ -355,3 +362,46 @@ def tracker_for_run_dir(run_dir: Path, *, experiment: str, run_name: str) -> Tra
                       "are written to the run directory only", TrackingWarning, stacklevel=2)
     tracker.enabled = False
     return tracker
+
+
+# ----------------------------------------------------------------------------- what a run logs
+# One definition for the live path (training, evaluation) and the deferred one (ccdn.track_import).
+
+
+def epoch_metrics(record: Mapping[str, Any]) -> dict[str, float]:
+    """The MLflow metrics of one ``history.json`` record (epoch 0: the untrained model's NME only)."""
+    metrics = {f"val/nme_{record['val_norm']}": record["val_nme"]}
+    if record.get("epoch", 0) > 0:
+        metrics.update({f"train/{k[5:]}": v for k, v in record.items() if k.startswith("loss_")})
+        metrics.update({"lr": record["lr"], "images_per_s": record["images_per_s"],
+                        "epoch_seconds": record["epoch_seconds"]})
+    return metrics
+
+
+def eval_prefix(metrics: Mapping[str, Any], test_set: str | None = None) -> str:
+    """``eval/<test set>`` (``-flip`` for a flip test): where one ``metrics.json`` goes in the run.
+
+    ``test_set`` defaults to the metrics' dataset; ``ccdn track`` passes the evaluation's directory name,
+    which also tells apart two test sets in one format (COFW-68 and the synthetic occlusion sweep).
+    """
+    return f"eval/{test_set or metrics['dataset']}" + ("-flip" if metrics["flip_test"] else "")
+
+
+def eval_metrics(metrics: Mapping[str, Any], threshold: float, prefix: str) -> dict[str, float]:
+    """The MLflow metrics of one evaluation ``metrics.json``: every subset x measure x normaliser."""
+    flat = {}
+    for subset, entry in metrics["subsets"].items():
+        for measure in ("nme", f"fr@{threshold:g}", f"auc@{threshold:g}"):
+            for norm, value in entry[measure].items():
+                flat[f"{prefix}/{subset}/{measure}_{norm}"] = value
+    return flat
+
+
+def is_deferred(run_dir: Path) -> bool:
+    """Whether the run was trained with ``tracking.defer``: its MLflow run is made by ``ccdn track``."""
+    return bool((read_record(run_dir) or {}).get("deferred"))
+
+
+def save_deferred_record(run_dir: Path, tags: Mapping[str, str]) -> None:
+    """``tracking.json`` of a deferred run: what only the training process knows, for ``ccdn track``."""
+    write_text(Path(run_dir) / TRACKING_FILE, json.dumps({"deferred": True, "tags": dict(tags)}, indent=2) + "\n")

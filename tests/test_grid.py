@@ -147,6 +147,19 @@ def test_run_config_is_the_one_hand_off_to_train(default_mapping: dict, tmp_path
     assert grid.run_config_path("ccdn-300w-p2-s0") == grid.run_dir("ccdn-300w-p2-s0") / "run_config.yaml"
 
 
+def test_run_config_all_writes_every_run_in_one_process(default_mapping: dict, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    mapping = copy.deepcopy(default_mapping)
+    mapping["paths"] = {"runs": str(tmp_path / "runs")}
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(mapping))
+    monkeypatch.chdir(ROOT)  # base_config is relative to the project
+    assert main(["run-config", str(tmp_path / "grid.yaml"), "--all"]) == 0
+    grid = load_grid(tmp_path / "grid.yaml")
+    for run in grid.runs:
+        assert load_config(grid.run_config_path(run.name)) == run_config(grid, run.name)
+    assert main(["run-config", str(tmp_path / "grid.yaml"), "--all", "--out", str(tmp_path / "x.yaml")]) == 2
+
+
 @pytest.mark.parametrize(
     ("mutate", "needle"),
     [

@@ -190,3 +190,56 @@ def test_training_completes_while_the_server_is_unreachable(tiny_300w, tmp_path,
     assert result.completed
     assert (tmp_path / "run" / "DONE").is_file() and (tmp_path / "run" / "model.pt").is_file()
     assert not (tmp_path / "run" / "tracking.json").exists()
+
+
+def test_deferred_run_is_logged_afterwards_as_the_live_path_logs_it(tiny_300w, tmp_path, monkeypatch, single_thread):
+    """tracking.defer: training and evaluation write no MLflow; `ccdn track` logs the run dir, idempotently."""
+    from ccdn.cli import main
+    from ccdn.config import config_hash, flatten_config, load_config
+    from ccdn.evaluate import evaluate
+    from ccdn.train import train
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    config = tiny_config(tiny_300w, "tracking.enabled=true", "tracking.defer=true", "optim.epochs=2")
+    run_dir = train(config, tmp_path / "run", progress=False).run_dir
+    metrics = evaluate(run_dir, tiny_300w, activation_maps=0)
+    assert not (tmp_path / "mlflow.db").exists()  # neither job opened the store
+    record = json.loads((run_dir / "tracking.json").read_text())
+    assert record["deferred"] is True and {"git_commit", "host", "config_hash", "world_size"} <= set(record["tags"])
+
+    summary = tmp_path / "summary.json"
+    assert main(["track", str(run_dir), "--summary", str(summary)]) == 0
+    record = json.loads((run_dir / "tracking.json").read_text())
+    client = _client(uri)
+    run = client.get_run(record["run_id"])
+    stored = load_config(run_dir / "config.yaml")
+    assert run.info.status == "FINISHED" and client.get_experiment(run.info.experiment_id).name == "ccdn/300w"
+    assert set(run.data.params) == set(flatten_config(stored))
+    assert run.data.tags["config_hash"] == config_hash(stored) and run.data.tags["tracked"] == "ccdn track (deferred)"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/nme_inter_pupil")] == [0, 1, 2]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/total")] == [1, 2]
+    assert run.data.metrics["eval/300w/full/nme_inter_ocular"] == pytest.approx(
+        metrics["subsets"]["full"]["nme"]["inter_ocular"])
+    assert {"eval/300w/metrics.json", "eval/300w/predictions.npz"} <= {
+        a.path for a in client.list_artifacts(run.info.run_id, "eval/300w")}
+    assert json.loads(summary.read_text()) == {str(run_dir): f"imported ({record['run_id']})"}
+
+    # again: nothing changed, nothing logged twice
+    assert main(["track", str(run_dir)]) == 0
+    assert json.loads((run_dir / "tracking.json").read_text())["run_id"] == record["run_id"]
+    assert len(client.get_metric_history(record["run_id"], "train/total")) == 2
+    # re-evaluated (other results): the earlier MLflow run is replaced, not duplicated
+    evaluate(run_dir, tiny_300w, activation_maps=0, flip=True, out=run_dir / "eval" / "300w")
+    assert main(["track", str(run_dir)]) == 0
+    new_id = json.loads((run_dir / "tracking.json").read_text())["run_id"]
+    assert new_id != record["run_id"]
+    assert client.get_run(record["run_id"]).info.lifecycle_stage == "deleted"
+    assert "eval/300w-flip/full/nme_inter_ocular" in client.get_run(new_id).data.metrics
+
+
+def test_track_refuses_a_directory_that_is_no_run(tmp_path, capsys):
+    from ccdn.cli import main
+
+    assert main(["track", str(tmp_path)]) == 2
+    assert f"not a run directory (no config.yaml): {tmp_path}" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """``ccdn grid {check,resolve,run-config}``: check a grid config and list its runs, write it with
-every default filled in (the pipeline records the grid it ran this way), or write one run's fully
-resolved training config (the pipeline's one hand-off from the grid to ``ccdn train --config``)."""
+every default filled in (the pipeline records the grid it ran this way), or write one run's (or, with
+``--all``, every run's) fully resolved training config: the pipeline's one hand-off from the grid to
+``ccdn train --config``."""
 
 from __future__ import annotations
 
@@ -33,7 +34,10 @@ def _add_actions(parser: argparse.ArgumentParser) -> None:
     resolve.add_argument("--out", type=Path, required=True)
     run_config = sub.add_parser("run-config", help="write one run's fully resolved training config (for ccdn train --config)")
     run_config.add_argument("config", type=Path, help="a grid YAML file (e.g. the resolved results/config.yaml)")
-    run_config.add_argument("--run", required=True, help="the run name, {experiment id}-s{seed}")
+    which = run_config.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", help="the run name, {experiment id}-s{seed}")
+    which.add_argument("--all", action="store_true",
+                       help="every run's config into its run directory (one process for a whole grid)")
     run_config.add_argument("--out", type=Path, default=None, help="default: the run directory's run_config.yaml")
 
 
@@ -48,6 +52,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.action == "run-config":
         grid = load_grid(args.config)
+        if args.all:
+            if args.out is not None:
+                raise GridError("ccdn grid run-config --all writes each run's run_config.yaml in its run directory; "
+                                "drop --out (or name one run with --run)")
+            for run_ in grid.runs:
+                write_yaml(grid.run_config_path(run_.name), run_config(grid, run_.name))
+            return 0
         if args.run not in {run_.name for run_ in grid.runs}:
             raise GridError(f"{args.config}: no run {args.run!r}; runs: {', '.join(r.name for r in grid.runs)}")
         write_yaml(args.out or grid.run_config_path(args.run), run_config(grid, args.run))

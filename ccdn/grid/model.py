@@ -180,6 +180,11 @@ class Grid:
     def readme_path(self) -> Path:
         return self.results_dir / "README.md"
 
+    @property
+    def track_summary_path(self) -> Path:
+        """What `ccdn track` did with each run (imported into MLflow, unchanged, tracked live)."""
+        return self._path("runs", "mlflow_track.json")
+
     def ced_data_path(self, figure: str) -> Path:
         """The CED curves of a CED figure as CSV (what `dvc plots show` draws)."""
         return self.metrics_dir / f"ced_{figure}.csv"

@@ -398,8 +398,7 @@ class Trainer:
         self.history.append(record)
         if self.info.is_main:
             write_text(self.run_dir / "history.json", guard.history_json(self.history))
-        if self.tracker is not None:
-            self.tracker.log_metrics({f"val/nme_{self.val_norm}": record["val_nme"]}, step=0)
+        self._track_epoch(record)
 
     def _checked_validation(self, when: str) -> float:
         """``validate()``, refusing a non-finite NME before it is recorded or a checkpoint is written."""
@@ -411,35 +410,37 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------- tracking
     def start_tracking(self, resumed: bool) -> None:
+        """The MLflow run (continued after a requeue), or with ``tracking.defer`` only the record for ``ccdn track``."""
         from ccdn import tracking
 
-        if not self.info.is_main:
+        if not self.info.is_main or not self.config["tracking"]["enabled"]:
             return
         cfg = self.config
-        self.tracker = tracking.Tracker(
-            experiment=cfg["tracking"]["experiment"] or tracking.experiment_name(cfg["data"]["dataset"]),
-            run_name=default_run_name(cfg), enabled=bool(cfg["tracking"]["enabled"]))
-        record = tracking.read_record(self.run_dir)  # also after a death before the first checkpoint
         tags = {**tracking.environment_tags(), "config_hash": config_hash(cfg), "model": cfg["model"]["name"],
                 "dataset": cfg["data"]["dataset"], "seed": str(cfg["seed"]), "run_dir": str(self.run_dir.resolve()),
                 "synthetic": str(bool(self.train_split.synthetic)).lower(), "world_size": str(self.info.world_size),
                 **{str(k): str(v) for k, v in cfg["tracking"]["tags"].items()}}
+        if self.restarts:
+            tags.update({"restarts": json.dumps(self.restarts), "restart_count": str(len(self.restarts))})
+        if cfg["tracking"]["defer"]:  # no MLflow import in this process (3 s per job of a grid)
+            tracking.save_deferred_record(self.run_dir, tags)
+            return
+        self.tracker = tracking.Tracker(
+            experiment=cfg["tracking"]["experiment"] or tracking.experiment_name(cfg["data"]["dataset"]),
+            run_name=default_run_name(cfg))
+        record = tracking.read_record(self.run_dir)  # also after a death before the first checkpoint
         self.tracker.start(params=tracking.params_from_flat(flatten_config(cfg)), tags=tags,
                            run_id=(record or {}).get("run_id"),
                            continue_if=None if resumed else {"config_hash": tags["config_hash"]})
-        if self.restarts:
-            self.tracker.set_tags({"restarts": json.dumps(self.restarts), "restart_count": len(self.restarts)})
         self.tracker.save_record(self.run_dir)
         if self.tracker.active:
             self.tracker.log_artifact(self.run_dir / "config.yaml")
 
     def _track_epoch(self, record: Mapping[str, Any]) -> None:
-        if self.tracker is None:
-            return
-        metrics = {f"train/{k[5:]}": v for k, v in record.items() if k.startswith("loss_")}
-        metrics.update({"lr": record["lr"], f"val/nme_{record['val_norm']}": record["val_nme"],
-                        "images_per_s": record["images_per_s"], "epoch_seconds": record["epoch_seconds"]})
-        self.tracker.log_metrics(metrics, step=record["epoch"])
+        from ccdn.tracking import epoch_metrics
+
+        if self.tracker is not None:
+            self.tracker.log_metrics(epoch_metrics(record), step=record["epoch"])
 
     def end_tracking(self, status: str) -> None:
         if self.tracker is not None:

@@ -127,7 +127,7 @@ def final_outputs():
     reports = table_targets() + figure_targets() + learning_files() + occlusion_files() + sweep_files()
     reports += [str(GRID.summary_path), HEADLINE_DIR] + compute_files()
     reports += [str(GRID.readme_path)]
-    return model_targets() + evaluation_targets() + reports
+    return model_targets() + evaluation_targets() + reports + [str(GRID.track_summary_path)]
 
 
 # ---- data -----------------------------------------------------------------------------------
@@ -177,6 +177,12 @@ def run_config_json(wildcards):
     """The run's fully resolved training config as JSON: a params value, so that a change to it
     rewrites run_config.yaml and retrains this run (and only this run)."""
     return json.dumps(run_config(GRID, wildcards.run), sort_keys=True)
+
+
+def all_run_configs_json(wildcards):
+    """Every run's resolved config: a change to any rewrites the run configs (the train rule's own
+    params.resolved then retrains only the runs whose config changed)."""
+    return json.dumps({run.name: run_config(GRID, run.name) for run in GRID.runs}, sort_keys=True)
 
 
 def test_data(wildcards):

@@ -1,5 +1,6 @@
-# One training run per experiment x seed. `ccdn grid run-config` writes the run's fully resolved
-# training config (runs/<run>/run_config.yaml), the one hand-off from the grid to `ccdn train`.
+# One training run per experiment x seed. `ccdn grid run-config --all` writes each run's fully resolved
+# training config (runs/<run>/run_config.yaml), the one hand-off from the grid to `ccdn train`: one job
+# for the whole grid (a process per run cost 2 s each of start-up).
 # The output is the run's final model.pt; the run directory
 # also holds checkpoints/last.pt, so a killed or requeued job resumes where it stopped (Snakemake
 # only removes model.pt before rerunning). GPU/CPU/memory/time requests live in the profiles.
@@ -10,15 +11,15 @@ rule run_config:
         grid=GRID_FILE,
         base=GRID.base_config,
     output:
-        GRID.run_config_path("{run}"),
+        [GRID.run_config_path(run.name) for run in GRID.runs],
     log:
-        "logs/train/{run}.run_config.log",
+        "logs/train/run_config.log",
     params:
-        resolved=run_config_json,
+        resolved=all_run_configs_json,
     conda:
         "../envs/ccdn.yaml"
     shell:
-        "ccdn grid run-config {input.grid} --run {wildcards.run} --out {output} > {log} 2>&1"
+        "ccdn grid run-config {input.grid} --all > {log} 2>&1"
 
 
 rule train:
