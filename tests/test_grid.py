@@ -183,6 +183,8 @@ def test_run_config_all_writes_every_run_in_one_process(default_mapping: dict, t
         (lambda m: m["experiments"][0].update(model="cdnn"), "model 'cdnn' is not registered; registered models:"),
         (lambda m: m.update(model_recipe={"timm/resnet81": {"model.options.input_size": 48}}),
          "model_recipe names ['timm/resnet81'], which no experiment trains"),
+        (lambda m: m.update(dataset_recipe={"cofw68": {"optim.epochs": 3}}),
+         "dataset_recipe names ['cofw68'], which no experiment trains"),
         (lambda m: m.update(model_recipe={"timm/resnet18": {"optim.lerning_rate": 1}}),
          "experiments[23] (timm-resnet18-300w)"),
         # the allowed names come from the dataset table (ccdn.data.schemes.DATASETS), not the schema file
@@ -279,4 +281,17 @@ def test_model_recipe_applies_to_that_model_only_and_before_overrides(default_ma
     assert run_config(grid, "ccdn-300w-p2-s0")["model"]["options"]["num_excitations"] == 2
     assert grid.experiment("ccdn-300w").num_excitations == 3
     assert grid.to_dict()["model_recipe"] == mapping["model_recipe"]
-    assert load_grid(ROOT / "config/paper.yaml", root=ROOT).model_recipe == {}
+    paper = load_grid(ROOT / "config/paper.yaml", root=ROOT)
+    assert paper.model_recipe == {} and paper.dataset_recipe == {}
+
+
+def test_dataset_recipe_applies_to_runs_trained_on_that_set_before_the_model_recipe(default_mapping: dict) -> None:
+    mapping = copy.deepcopy(default_mapping)
+    mapping["dataset_recipe"] = {"wflw": {"optim.epochs": 3, "model.options.input_size": 40}}
+    mapping["model_recipe"] = {"baseline": {"model.options.input_size": 48}}
+    grid = _grid(mapping)
+    assert run_config(grid, "ccdn-wflw-s0")["optim"]["epochs"] == 3
+    assert run_config(grid, "ccdn-wflw-s0")["model"]["options"]["input_size"] == 40
+    assert run_config(grid, "baseline-wflw-s0")["model"]["options"]["input_size"] == 48  # the model's wins
+    assert run_config(grid, "ccdn-300w-s0")["optim"]["epochs"] == mapping["recipe"]["optim.epochs"]
+    assert grid.to_dict()["dataset_recipe"] == mapping["dataset_recipe"]

@@ -232,6 +232,17 @@ def test_full_run_writes_every_result(full_run: Path) -> None:
     assert all(path.is_file() and path.stat().st_size > 1000 for path in grid.sweep_outputs)
     resolved = load_grid(grid.results_dir / "config.yaml")  # the grid the reports were made from
     assert [r.name for r in resolved.runs] == [r.name for r in grid.runs]
+    # tracking.defer: no job opened MLflow; `ccdn track` (rule track) logged every run afterwards
+    tracked = json.loads(grid.track_summary_path.read_text())
+    assert sorted(tracked) == sorted(str(grid.run_dir(r.name).relative_to(full_run)) for r in grid.runs)
+    assert all(outcome.startswith("imported (") for outcome in tracked.values()), tracked
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{full_run / 'mlflow.db'}")
+    record = json.loads((grid.run_dir("ccdn-300w-s0") / "tracking.json").read_text())
+    logged = client.get_run(record["run_id"]).data.metrics
+    metrics = json.loads(grid.metrics_path("ccdn-300w-s0", "cofw68").read_text())
+    assert logged["eval/cofw68/full/nme_inter_pupil"] == pytest.approx(metrics["subsets"]["full"]["nme"]["inter_pupil"])
 
 
 def test_second_run_has_nothing_to_do(full_run: Path) -> None:
@@ -274,7 +285,7 @@ def test_removing_one_model_reruns_only_its_dependents(full_run: Path) -> None:
 
     jobs = dry_run_jobs(full_run)
     assert sorted(rule for rule, _ in jobs) == ["all", "compute", "evaluate", "figure_fig8", "headline", "readme",
-                                                "summary", "table", "train"]
+                                                "summary", "table", "track", "train"]
     outputs = dict(jobs)
     assert outputs["train"] == [str(grid.run_dir(victim) / "model.pt")]
     assert str(grid.metrics_path(victim, "300w")) in outputs["evaluate"]

@@ -50,7 +50,8 @@ def test_forbidden_pattern_catches_what_it_should():
 
 
 def markdown_files() -> list[Path]:
-    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), *sorted((ROOT / "tests" / "data").rglob("README.md"))]
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), *sorted((ROOT / "tests" / "data").rglob("README.md")),
+            *sorted((ROOT / "results").rglob("*.md")), *sorted((ROOT / "config").rglob("*.md"))]
 
 
 @pytest.mark.parametrize("doc", markdown_files(), ids=lambda p: p.relative_to(ROOT).as_posix())

@@ -22,6 +22,7 @@ from ccdn.grid.model import (
     Grid,
     GridError,
     Run,
+    recipe_for,
 )
 from ccdn.grid.schema import validate_config
 from ccdn.models import is_model, list_models
@@ -63,16 +64,17 @@ def grid_from_mapping(
     base_config = config.get("base_config", DEFAULT_BASE_CONFIG)
     recipe = config.get("recipe", {})
     resolve_training_config(base_config, list(recipe.items()), root_path, f"{source}: recipe")  # recipe errors first
-    model_recipe = config.get("model_recipe", {})
+    dataset_recipe, model_recipe = config.get("dataset_recipe", {}), config.get("model_recipe", {})
     experiments = [
-        _build_experiment(raw, {**recipe, **model_recipe.get(raw["model"], {})}, base_config, root_path,
-                          f"{source}: experiments[{i}] ({raw['id']})")
+        _build_experiment(raw, recipe_for(recipe, dataset_recipe, model_recipe, raw["model"], raw["train"]),
+                          base_config, root_path, f"{source}: experiments[{i}] ({raw['id']})")
         for i, raw in enumerate(config["experiments"])
     ]
-    unused = sorted(set(model_recipe) - {e.model for e in experiments})
-    if unused:
-        raise GridError(f"{source}: model_recipe names {unused}, which no experiment trains; fix the model name "
-                        "or remove the entry")
+    for key, names, used in (("dataset_recipe", dataset_recipe, {e.train for e in experiments}),
+                             ("model_recipe", model_recipe, {e.model for e in experiments})):
+        if set(names) - used:
+            raise GridError(f"{source}: {key} names {sorted(set(names) - used)}, which no experiment trains; "
+                            "fix the name or remove the entry")
     _check_experiments(experiments, datasets, source)
     sweep = config.get("occlusion_sweep")
     if sweep is not None:
@@ -94,6 +96,7 @@ def grid_from_mapping(
         runs=runs,
         root=root_path,
         occlusion_sweep=sweep,
+        dataset_recipe=dataset_recipe,
         model_recipe=model_recipe,
     )
 

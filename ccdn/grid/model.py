@@ -99,6 +99,14 @@ class Run:
     seed: int
 
 
+def recipe_for(recipe: Mapping[str, Any], dataset_recipe: Mapping[str, Mapping[str, Any]],
+               model_recipe: Mapping[str, Mapping[str, Any]], model: str, dataset: str) -> dict[str, Any]:
+    """The dotted settings of one (model, training set) over the base config, later ones winning: `recipe`,
+    the training set's `dataset_recipe` (e.g. more epochs for WFLW's 98 points), the model's `model_recipe`
+    (e.g. a larger input for a stride-32 backbone)."""
+    return {**recipe, **dataset_recipe.get(dataset, {}), **model_recipe.get(model, {})}
+
+
 @dataclass(frozen=True)
 class Grid:
     """The validated grid plus the path conventions of docs/architecture.md."""
@@ -116,6 +124,7 @@ class Grid:
     runs: list[Run] = field(default_factory=list)
     root: Path | None = None
     occlusion_sweep: Mapping[str, Any] | None = None  # levels, faces, seed, experiments; None: no sweep
+    dataset_recipe: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # training set -> dotted settings
     model_recipe: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # model name -> dotted settings
 
     # -- paths ---------------------------------------------------------------------------------
@@ -261,7 +270,7 @@ class Grid:
 
     def run_settings(self, run_name: str) -> list[tuple[str, Any]]:
         """The dotted settings one run applies over `base_config`, in order (later wins): the run's own
-        facts, then `recipe` and the model's `model_recipe`, then the experiment's `overrides` (`ccdn.grid.run_config` resolves them)."""
+        facts, then `recipe`, `dataset_recipe` and `model_recipe`, then the experiment's `overrides` (`ccdn.grid.run_config` resolves them)."""
         run = self.run(run_name)
         exp = run.experiment
         fixed = {
@@ -272,11 +281,11 @@ class Grid:
             "tracking.run_name": run.name,
         }
         tags = {"tracking.tags.grid_experiment": exp.id, "tracking.tags.paper_tables": ",".join(exp.tables) or "none"}
-        return [*fixed.items(), *tags.items(), *self.recipe_for(exp.model).items(), *exp.overrides.items()]
+        return [*fixed.items(), *tags.items(), *self.recipe_for(exp.model, exp.train).items(), *exp.overrides.items()]
 
-    def recipe_for(self, model: str) -> dict[str, Any]:
-        """`recipe`, then the model's own `model_recipe` settings (e.g. a larger input for a stride-32 backbone)."""
-        return {**self.recipe, **self.model_recipe.get(model, {})}
+    def recipe_for(self, model: str, dataset: str) -> dict[str, Any]:
+        """`recipe`, then the training set's `dataset_recipe`, then the model's `model_recipe` settings."""
+        return recipe_for(self.recipe, self.dataset_recipe, self.model_recipe, model, dataset)
 
     def synth_arguments(self, dataset: str) -> list[str]:
         """The options of `ccdn synth` for a synthetic dataset."""
@@ -322,6 +331,7 @@ class Grid:
             "datasets": {name: dict(spec) for name, spec in self.datasets.items()},
             "prepare": dict(self.prepare),
             "recipe": dict(self.recipe),
+            "dataset_recipe": {name: dict(settings) for name, settings in self.dataset_recipe.items()},
             "model_recipe": {name: dict(settings) for name, settings in self.model_recipe.items()},
             "evaluation": dict(self.evaluation),
             "seeds": list(self.seeds),
