@@ -3,48 +3,18 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
-from ccdn.config import save_config
 from ccdn.evaluate import EvaluationError, evaluate, per_image_errors, summarise
-from ccdn.models.registry import register_model
 
-from conftest import tiny_config
-
-
-class ConstantLandmarks(nn.Module):
-    """Predicts the same crop position ``(x, y)`` for every landmark: a GAP + linear head with zero weights."""
-
-    def __init__(self, num_landmarks: int, *, x: float = 0.5, y: float = 0.5, **_: Any) -> None:
-        super().__init__()
-        self.num_landmarks = num_landmarks
-        self.body = nn.Conv2d(3, 4, 3, stride=4)
-        self.head = nn.Linear(4, 2 * num_landmarks)
-        nn.init.zeros_(self.head.weight)
-        with torch.no_grad():
-            self.head.bias.copy_(torch.tensor([x, y]).repeat(num_landmarks))
-
-    def forward(self, images):
-        features = self.body(images)
-        return {"landmarks": self.head(features.mean(dim=(2, 3))).view(-1, self.num_landmarks, 2), "cocs": {},
-                "features": features}
-
-
-register_model("test/constant")(lambda num_landmarks, **options: ConstantLandmarks(num_landmarks, **options))
+from constant_model import NAME as FIXED_POINT, fixed_point_run
 
 
 def _constant_run(tmp_path, data_root, x, y):
-    """A run directory as `ccdn train` leaves it, holding the constant model."""
-    run_dir = tmp_path / f"run-{x}-{y}"
-    config = tiny_config(data_root, "model.name=test/constant", f"model.options.x={x}", f"model.options.y={y}")
-    save_config(config, run_dir / "config.yaml")
-    torch.save(ConstantLandmarks(68, x=x, y=y).state_dict(), run_dir / "model.pt")
-    return run_dir
+    """A run directory as `ccdn train` leaves it, holding the fixed-point model (tests/constant_model.py)."""
+    return fixed_point_run(tmp_path / f"run-{x}-{y}", data_root, "300w", x, y)
 
 
 def _hand_nme(data_root, split, u):
@@ -98,7 +68,7 @@ def test_evaluation_reproduces_hand_computed_nmes(tiny_300w, tmp_path, flip):
 
     assert (metrics["dataset"], metrics["train_dataset"], metrics["split"]) == ("300w", "300w", "test")
     assert metrics["flip_test"] is flip and metrics["synthetic"] is True and metrics["seed"] == 0
-    assert metrics["model"] == "test/constant" and metrics["variant"]["gammas"] == [0.025, 0.01, 0.05]
+    assert metrics["model"] == FIXED_POINT and metrics["variant"]["gammas"] == [0.025, 0.01, 0.05]
     assert list(metrics["subsets"]) == ["full", "common", "challenging"]
     for subset, mask in masks.items():
         entry = metrics["subsets"][subset]
@@ -171,5 +141,5 @@ def test_a_model_is_refused_on_another_landmark_scheme(tiny_300w, tmp_path):
     synthesize("aflw", tmp_path / "raw", seed=0, n_train=1, n_test=2)
     prepare_dataset("aflw", tmp_path / "raw", tmp_path / "aflw", {"cache_size": 32})
     run_dir = _constant_run(tmp_path, tiny_300w, x=0.5, y=0.5)  # a 68-point model
-    with pytest.raises(EvaluationError, match="does not fit a 19-point test/constant model"):
+    with pytest.raises(EvaluationError, match="does not fit a 19-point test/fixed-point model"):
         evaluate(run_dir, tmp_path / "aflw")

@@ -39,7 +39,8 @@ def _poison_step(monkeypatch, at_step: int) -> None:
             calls.append(1)
             if len(calls) == at_step:
                 with torch.no_grad():
-                    next(self.model.parameters()).view(-1)[0] = float("inf")
+                    weight = next(self.model.parameters())  # channels_last: index, no flat view
+                    weight[(0,) * weight.dim()] = float("inf")
 
         optimizer.register_step_post_hook(poison)
         return optimizer

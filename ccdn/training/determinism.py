@@ -4,7 +4,6 @@ as if never stopped, so every random stream is derived from the config's seed (a
 from __future__ import annotations
 
 import os
-import sys
 import random
 
 import numpy as np
@@ -18,18 +17,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def set_deterministic_algorithms(mode: bool, *, warn_only: bool = False) -> None:
-    """``torch.use_deterministic_algorithms`` without its import of ``torch._inductor`` (1.7 s per process).
-
-    That import only carries the flag to ``torch.compile``'s config, which this package never uses; every
-    training and evaluation job paid it. When inductor is already loaded, the public call is used.
-    """
-    if "torch._inductor.config" in sys.modules:
-        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
-    else:
-        torch._C._set_deterministic_algorithms(mode, warn_only=warn_only)
-
-
 def configure_determinism(deterministic: bool) -> None:
     """Set the deterministic-algorithm flags and assert they took effect.
 
@@ -38,7 +25,7 @@ def configure_determinism(deterministic: bool) -> None:
     """
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    set_deterministic_algorithms(deterministic)
+    torch.use_deterministic_algorithms(deterministic)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic
     assert torch.are_deterministic_algorithms_enabled() == deterministic, "torch deterministic flag did not apply"
@@ -53,7 +40,7 @@ def determinism_flags() -> tuple[bool, bool, bool, bool]:
 
 def restore_determinism_flags(flags: tuple[bool, bool, bool, bool]) -> None:
     """Give a library caller (tests, notebooks) back the global flags it had before ``train``."""
-    set_deterministic_algorithms(flags[0], warn_only=flags[1])
+    torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags[2], flags[3]
 
 
