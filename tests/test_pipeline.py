@@ -215,6 +215,7 @@ def test_full_run_writes_every_result(full_run: Path) -> None:
             assert path.is_file() and path.stat().st_size > 1000, path
     readme = grid.readme_path.read_text(encoding="utf-8")
     assert SYNTHETIC_MARK in readme
+    assert "**Does every run learn?** On its own test set" in readme
     for table in TABLES.values():
         assert table in readme
     summary = json.loads(grid.summary_path.read_text())

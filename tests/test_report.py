@@ -1036,3 +1036,23 @@ def test_reference_rows_are_recognised_by_name_or_registry_metadata():
     assert is_reference_model("mean_shape") and is_reference_model("test_report_floor")
     assert not is_reference_model("ccdn") and not is_reference_model("timm/resnet18")
     assert not is_reference_model("mynet")  # unregistered: an ordinary row
+
+
+def test_learning_check_compares_each_run_with_the_mean_shape_on_its_own_test_set(grid):
+    from ccdn.report.learning_check import learning_line, own_test_set_ratios
+
+    ratios = {r.run: r.ratio for r in own_test_set_ratios(grid)}
+    # 300W-trained runs only: the fake AFLW and WFLW have no mean-shape run to compare with
+    assert set(ratios) == {f"{e}-s{s}" for e in ("baseline-300w", "ccdn-300w", "ccdn-300w-p2", "ccdn-300w-g1",
+                                                  "ccdn-300w-p1", "mynet-300w") for s in (0, 1)}
+    # full, inter-pupil (300W's main normaliser), against the mean shape of the same seed
+    assert ratios["ccdn-300w-s1"] == pytest.approx(fake_nme("ccdn-300w", 1, "full", "inter_pupil")
+                                                   / fake_nme("mean-shape-300w", 1, "full", "inter_pupil"))
+    main = {r.run for r in own_test_set_ratios(grid, "common", main_only=True)}
+    assert main == {"baseline-300w-s0", "baseline-300w-s1", "ccdn-300w-s0", "ccdn-300w-s1"}
+    line = learning_line(grid)
+    worst = fake_nme("mynet-300w", 1, "full", "inter_pupil") / fake_nme("mean-shape-300w", 1, "full", "inter_pupil")
+    assert f"the worst of the 12 trained runs reaches ×{worst:.2f} the mean-shape NME (mynet-300w-s1)" in line
+    common = fake_nme("baseline-300w", 1, "common", "inter_pupil") / fake_nme("mean-shape-300w", 1, "common",
+                                                                              "inter_pupil")
+    assert f"on 300W common: worst ×{common:.2f}" in line

@@ -23,6 +23,7 @@ from ccdn.report import SYNTHETIC_MARK, is_synthetic
 from ccdn.report.analysis import analyse, load_claims
 from ccdn.report.compute import COMPUTE_REPORT, compute_paths, count_text, run_compute, total
 from ccdn.report.curves import LEARNING_STEM, learning_paths
+from ccdn.report.learning_check import learning_line
 from ccdn.report.figures import CED_FIGURES, FIG8_STEM, figure_paths
 from ccdn.report.occlusion import OCCLUSION_STEM, occlusion_paths
 from ccdn.report.occlusion_sweep import CAPTION as SWEEP_CAPTION
@@ -216,6 +217,9 @@ def summary_lines(grid: Any, claims: Any = None, base: Path = Path("results"),
                for title, summed in ((t, total(c)) for t, c in figure_computes(grid).items())]
     if figures:
         out += ["", "Figures (the runs each is drawn from): " + "; ".join(figures) + "."]
+    learning = learning_line(grid)
+    if learning:
+        out += ["", learning]
     everything = total(c for result in results for c in result.computes())
     devices = ", ".join(everything.devices) or "unrecorded device"
     out += ["", f"All tables: {everything.runs} distinct runs, {count_text(everything.images_seen)} images seen "
@@ -224,7 +228,8 @@ def summary_lines(grid: Any, claims: Any = None, base: Path = Path("results"),
                 "interval of the claimed differences is below zero; not reproduced = one is above zero; "
                 "inconclusive = one crosses zero (config/claims.yaml, details under each table). "
                 "× mean shape = our NME ÷ the NME of predicting the mean training shape (below 1: learned "
-                "something); worst = the largest over our learning rows.", ""]
+                "something); worst = the largest over our learning rows in any column of the table (COFW-68 is "
+                "scored with the 300W models).", ""]
     return out + measured_lines(grid, base, workflow_dir)
 
 
