@@ -280,9 +280,10 @@ def _attach_to_training_run(run_dir: Path, config: Mapping[str, Any], metrics: M
             run_name=default_run_name(config))
         if not tracker.active:
             return
-        tracker.log_metrics(tracking.eval_metrics(metrics, THRESHOLD, tracking.eval_prefix(metrics)), step=0)
+        prefix = tracking.eval_prefix(metrics)
+        tracker.log_metrics(tracking.eval_metrics(metrics, THRESHOLD, prefix), step=0)
         for name in tracking.EVAL_ARTIFACTS:
-            tracker.log_artifact(out / name, tracking.eval_prefix(metrics))
+            tracker.log_artifact(out / name, prefix)
 
 
 # ---------------------------------------------------------------------------------------- CLI

@@ -840,6 +840,17 @@ def test_changing_measured_seconds_changes_only_the_compute_files(grid):
 # ---------------------------------------------------------------------------------------------- occlusion
 
 
+def save_prepared_test_split(root: Path, gt: np.ndarray, occluded: np.ndarray, ids: np.ndarray, meta: dict) -> None:
+    """A prepared ``test.npz`` of one ``full`` subset with per-point occlusion flags (200 px boxes, no images)."""
+    n = len(gt)
+    root.mkdir(parents=True, exist_ok=True)
+    np.savez(root / "test.npz", images=np.zeros((n, 4, 4, 3), np.uint8), landmarks=gt, to_original=np.zeros((n, 2, 3),
+             np.float32), original_landmarks=gt, boxes=np.tile(np.float32([0, 0, 200, 200]), (n, 1)),
+             face_size=np.full(n, 200, np.float32), occluded=occluded, attributes=np.zeros((n, 0), np.uint8),
+             attribute_names=np.array([], dtype=str), subset_names=np.array(["full"]),
+             subset_masks=np.ones((1, n), bool), face_ids=ids, meta=np.array(json.dumps(meta)))
+
+
 def write_occluded_cofw(grid: FakeGrid, visible_px: float, occluded_px: float) -> np.ndarray:
     """A prepared COFW-68 test split of 20 faces whose point k of face i is occluded when k < 2 * (i % 5),
     and predictions off by ``visible_px`` / ``occluded_px`` × (BASE / 5) pixels on visible / occluded points."""
@@ -848,14 +859,8 @@ def write_occluded_cofw(grid: FakeGrid, visible_px: float, occluded_px: float) -
     gt = np.repeat(rng.normal(0, 30, (1, points, 2)) + 100, n, axis=0).astype(np.float32)  # one face shape
     occluded = np.arange(points)[None, :] < 2 * (np.arange(n)[:, None] % 5)
     ids = np.array([f"face{i}" for i in range(n)])
-    root = grid.prepared_dir("cofw68")
-    root.mkdir(parents=True, exist_ok=True)
-    np.savez(root / "test.npz", images=np.zeros((n, 4, 4, 3), np.uint8), landmarks=gt, to_original=np.zeros((n, 2, 3),
-             np.float32), original_landmarks=gt, boxes=np.tile(np.float32([0, 0, 200, 200]), (n, 1)),
-             face_size=np.full(n, 200, np.float32), occluded=occluded, attributes=np.zeros((n, 0), np.uint8),
-             attribute_names=np.array([], dtype=str), subset_names=np.array(["full"]),
-             subset_masks=np.ones((1, n), bool), face_ids=ids,
-             meta=np.array(json.dumps({"dataset": "cofw68", "split": "test", "scheme": "68"})))
+    save_prepared_test_split(grid.prepared_dir("cofw68"), gt, occluded, ids,
+                             {"dataset": "cofw68", "split": "test", "scheme": "68"})
     for run in grid.runs:
         if "cofw68" in run.experiment.evaluate:
             shift = np.where(occluded, occluded_px, visible_px)[..., None] * BASE[run.experiment.id] / 5.0
@@ -913,14 +918,8 @@ def write_occlusion_sweep_set(grid: FakeGrid, visible_px: float, occluded_px: fl
     hidden = np.repeat([round(level / 100 * points) for level in SWEEP_LEVELS], 4)
     occluded = np.arange(points)[None, :] < hidden[:, None]
     ids = np.array([f"test/{i + 1}" for i in range(n)])
-    root = grid.prepared_dir("occlusion_sweep")
-    root.mkdir(parents=True, exist_ok=True)
-    np.savez(root / "test.npz", images=np.zeros((n, 4, 4, 3), np.uint8), landmarks=gt, to_original=np.zeros((n, 2, 3),
-             np.float32), original_landmarks=gt, boxes=np.tile(np.float32([0, 0, 200, 200]), (n, 1)),
-             face_size=np.full(n, 200, np.float32), occluded=occluded, attributes=np.zeros((n, 0), np.uint8),
-             attribute_names=np.array([], dtype=str), subset_names=np.array(["full"]),
-             subset_masks=np.ones((1, n), bool), face_ids=ids,
-             meta=np.array(json.dumps({"dataset": "cofw68", "split": "test", "scheme": "68", "synthetic": True})))
+    save_prepared_test_split(grid.prepared_dir("occlusion_sweep"), gt, occluded, ids,
+                             {"dataset": "cofw68", "split": "test", "scheme": "68", "synthetic": True})
     grid.occlusion_sweep = {"levels": SWEEP_LEVELS, "faces": 4, "seed": 0, "experiments": list(SWEEP_EXPERIMENTS)}
     grid.sweep_evaluations = [(run, "occlusion_sweep") for run in grid.runs if run.experiment.id in SWEEP_EXPERIMENTS]
     for run, dataset in grid.sweep_evaluations:
@@ -941,7 +940,8 @@ def test_occlusion_sweep_curves_follow_the_hidden_share(grid, tmp_path):
     paths = write_occlusion_sweep(grid, tmp_path / "figures", tmp_path / "metrics")
     assert [p.name for p in paths] == ["occlusion_sweep.png", "occlusion_sweep.pdf", "occlusion_sweep.csv"]
     curves = pd.read_csv(paths[2]).set_index("occluded_pct")
-    assert list(curves.index) == [0, 20, 50] and list(curves.columns) == ["Baseline", "CCDN", "Mean shape (reference)"]  # config order
+    assert list(curves.index) == [0, 20, 50]
+    assert list(curves.columns) == ["Baseline", "CCDN", "Mean shape (reference)"]  # config order
     for level in SWEEP_LEVELS:  # CCDN (BASE 5: 1 px visible, 3 px hidden): (1 × visible + 3 × hidden) / 68 points
         hidden = round(level / 100 * 68)
         expected = (1.0 * (68 - hidden) + 3.0 * hidden) / 68 * 100.0 / distance

@@ -286,7 +286,7 @@ def _synth_occlusion_sweep(root: Path, seed: int, faces: int, levels: tuple[floa
                                                                                  occlusion=False))
         side = _rng(seed, SWEEP_FORMAT, _SWEEP_GROUP, k, purpose=3)
         drawn.append((k, params, float(side.uniform(0.0, 2 * np.pi)), tuple(side.uniform(0.05, 0.95, 3))))
-    images, lm29, occ29, box29, lm68, occ68, box68 = [], [], [], [], [], [], []
+    images, lm29, occ29, lm68, occ68, boxes = [], [], [], [], [], []
     for level in levels:
         for k, params, direction, colour in drawn:
             face = render_face(hide_fraction(params, level / 100.0, direction, colour))
@@ -294,13 +294,12 @@ def _synth_occlusion_sweep(root: Path, seed: int, faces: int, levels: tuple[floa
             images.append(face.image)
             lm29.append(face.landmarks["29"])
             occ29.append(face.occluded("29"))
-            box29.append(box)
             lm68.append(face.landmarks["68"])
             occ68.append(face.occluded("68"))
-            box68.append(box)
+            boxes.append(box)  # one box per face for both annotations
             bar.update()
-    cofw.write_cofw29(root / cofw.TEST_MAT, "test", images, np.array(lm29), np.array(occ29), np.array(box29))
-    cofw.write_cofw68(root, np.array(lm68), np.array(occ68), np.array(box68))
+    cofw.write_cofw29(root / cofw.TEST_MAT, "test", images, np.array(lm29), np.array(occ29), np.array(boxes))
+    cofw.write_cofw68(root, np.array(lm68), np.array(occ68), np.array(boxes))
 
 
 def _unoccluded(rng: np.random.Generator, conditions: Conditions, tries: int = 20) -> FaceParams:
@@ -380,7 +379,8 @@ def _check_levels(dataset: str, n_train: int, levels: Sequence[float] | None) ->
                         f"--n-train {n_train}")
     bad = [v for v in levels if not 0.0 <= float(v) <= 100.0]
     if not levels or bad:
-        raise CCDNError(f"--occlusion-levels: percentages of hidden points in [0, 100], e.g. 0,10,20; got {list(levels)}")
+        raise CCDNError("--occlusion-levels: percentages of hidden points in [0, 100], e.g. 0,10,20; "
+                        f"got {list(levels)}")
     return tuple(float(v) for v in levels)
 
 

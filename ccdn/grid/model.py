@@ -270,7 +270,8 @@ class Grid:
 
     def run_settings(self, run_name: str) -> list[tuple[str, Any]]:
         """The dotted settings one run applies over `base_config`, in order (later wins): the run's own
-        facts, then `recipe`, `dataset_recipe` and `model_recipe`, then the experiment's `overrides` (`ccdn.grid.run_config` resolves them)."""
+        facts, then `recipe`, `dataset_recipe` and `model_recipe`, then the experiment's `overrides`
+        (`ccdn.grid.run_config` resolves them)."""
         run = self.run(run_name)
         exp = run.experiment
         fixed = {

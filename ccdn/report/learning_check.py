@@ -25,7 +25,8 @@ class Ratio:
 
 
 def _reference_nme(grid: Any, dataset: str, subset: str, seed: int) -> float | None:
-    """The mean-shape reference's NME on ``dataset``'s own test set, same seed if it has one (``None``: no reference)."""
+    """The mean-shape reference's NME on ``dataset``'s own test set, of the same seed if there is one
+    (``None``: the grid has no reference trained on ``dataset``)."""
     references = [run for run in grid.runs if is_reference_model(run.experiment.model)
                   and run.experiment.train == dataset and dataset in run.experiment.evaluate]
     references.sort(key=lambda run: run.seed != seed)
@@ -37,14 +38,17 @@ def _reference_nme(grid: Any, dataset: str, subset: str, seed: int) -> float | N
 def own_test_set_ratios(grid: Any, subset: str = "full", main_only: bool = False) -> list[Ratio]:
     """Every trained run's ratio on the test set of the data it was trained on (``main_only``: Table 2's
     Baseline, FCDN and CCDN runs, e.g. on 300W common)."""
-    ratios = []
+    ratios, floors = [], {}  # (dataset, seed) -> the reference's NME, read once
     for run in grid.runs:
         exp = run.experiment
         if is_reference_model(exp.model) or exp.train not in exp.evaluate:
             continue
         if main_only and not (exp.train == "300w" and exp.model in MAIN_MODELS and "table2" in exp.tables):
             continue
-        floor = _reference_nme(grid, exp.train, subset, run.seed)
+        key = (exp.train, run.seed)
+        if key not in floors:
+            floors[key] = _reference_nme(grid, exp.train, subset, run.seed)
+        floor = floors[key]
         if floor:
             nme = metric_value(load_metrics(grid, run.name, exp.train), subset, "nme", DATASETS[exp.train].norms[0])
             ratios.append(Ratio(run.name, nme / floor))

@@ -145,6 +145,15 @@ def render_markdown(summary: pd.DataFrame, synthetic: bool) -> str:
     return "\n".join(out)
 
 
+def draw_method_curves(ax: Any, frame: pd.DataFrame) -> None:
+    """NME against ``occluded_pct``, one coloured line per learning method, reference methods dashed black."""
+    learned = frame[~frame["reference"]]
+    if len(learned):
+        sns.lineplot(data=learned, x="occluded_pct", y="nme", hue="method", marker="o", ax=ax)
+    for method, ref in frame[frame["reference"]].groupby("method", sort=False):
+        ax.plot(ref["occluded_pct"], ref["nme"], linestyle="--", color="black", marker="o", label=method)
+
+
 def write_occlusion(grid: Any, tables_dir: Path | str, figures_dir: Path | str, metrics_dir: Path | str,
                     synthetic: bool | None = None) -> list[Path]:
     """Write the occlusion table (md, csv), figure (png, pdf) and curve data (csv)."""
@@ -170,12 +179,7 @@ def _figure(curves: pd.DataFrame, synthetic: bool, png: Path, pdf: Path) -> None
         axes[0, 0].text(0.5, 0.5, NO_FLAGS, ha="center", va="center", wrap=True, fontsize=8)
         axes[0, 0].set_axis_off()
     for ax, dataset in zip(axes[0][:len(datasets)], datasets, strict=True):
-        frame = curves[curves["dataset"] == dataset]
-        learned = frame[~frame["reference"]]
-        if len(learned):
-            sns.lineplot(data=learned, x="occluded_pct", y="nme", hue="method", marker="o", ax=ax)
-        for method, ref in frame[frame["reference"]].groupby("method", sort=False):
-            ax.plot(ref["occluded_pct"], ref["nme"], linestyle="--", color="black", marker="o", label=method)
+        draw_method_curves(ax, curves[curves["dataset"] == dataset])
         ax.set_xlabel("occluded points of the face (%, bin centre; 0 = none)")
         ax.set_ylabel("face NME (%)")
         ax.set_title(dataset, fontsize=9)

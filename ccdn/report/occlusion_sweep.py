@@ -30,7 +30,7 @@ import seaborn as sns  # noqa: E402
 from ccdn.io import write_text  # noqa: E402
 from ccdn.report import NORMALISER_NAMES, SYNTHETIC_MARK, ReportError  # noqa: E402
 from ccdn.report.figures import save_figure  # noqa: E402
-from ccdn.report.occlusion import run_point_errors  # noqa: E402
+from ccdn.report.occlusion import draw_method_curves, run_point_errors  # noqa: E402
 from ccdn.report.tables import is_reference_model  # noqa: E402
 
 SWEEP_STEM = "occlusion_sweep"  # = ccdn.grid.SWEEP_STEM
@@ -101,11 +101,7 @@ def write_occlusion_sweep(grid: Any, figures_dir: Path | str, metrics_dir: Path 
 def _figure(frame: pd.DataFrame, synthetic: bool, png: Path, pdf: Path) -> None:
     sns.set_theme(style="whitegrid", context="paper")
     fig, ax = plt.subplots(figsize=(4.6, 3.6))
-    learned = frame[~frame["reference"]]
-    if len(learned):
-        sns.lineplot(data=learned, x="occluded_pct", y="nme", hue="method", marker="o", ax=ax)
-    for method, ref in frame[frame["reference"]].groupby("method", sort=False):
-        ax.plot(ref["occluded_pct"], ref["nme"], linestyle="--", color="black", marker="o", label=method)
+    draw_method_curves(ax, frame)
     ax.set_xlabel("points of the face hidden by the occluder (%)")
     ax.set_ylabel(f"face NME (%, {NORMALISER_NAMES[NORMALISER]})")
     ax.legend(title=None, fontsize=7, loc="best")

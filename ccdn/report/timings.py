@@ -6,7 +6,8 @@ outputs either): ``results/compute.md`` (for people) and ``results/metrics/compu
 committed file of ``results/`` shows only deterministic compute (``ccdn.report.compute``) and is
 byte-identical when the pipeline is rerun, so two runs leave ``git status`` clean. Training seconds are
 the sum of ``epoch_seconds`` in ``runs/<run>/history.json`` (the optimisation steps of every epoch;
-validation, start-up and checkpoints are not counted); evaluation seconds are ``timing.seconds`` of each ``metrics.json`` (``ccdn evaluate``).
+validation, start-up and checkpoints are not counted); evaluation seconds are ``timing.seconds`` of each
+``metrics.json`` (``ccdn evaluate``).
 """
 
 from __future__ import annotations
